@@ -1,0 +1,1 @@
+//! The node data directory: lock, identity and layout. (Built in issue 2.)

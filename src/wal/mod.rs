@@ -1,0 +1,1 @@
+//! The segmented write-ahead log. (Built in issue 2.)
