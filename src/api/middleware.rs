@@ -1,0 +1,101 @@
+//! Middleware of the client API: request ids, access log, metrics, panics, body limits.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+
+use super::{Api, ApiError};
+use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+
+/// Bytes a JSON body may add around the largest key and value (field names, escaping of a
+/// few characters). Values that need heavy escaping should use the raw `/kv` API.
+const JSON_OVERHEAD_BYTES_MAX: usize = 64 * 1024;
+
+/// Wraps the routes in all middleware. The first layer added is the innermost.
+pub fn apply(routes: Router, api: &Api) -> Router {
+    let body_bytes_max = api.limits.value_bytes_max + api.limits.key_bytes_max + JSON_OVERHEAD_BYTES_MAX;
+    routes
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn_with_state(api.node.metrics.clone(), observe))
+        .layer(DefaultBodyLimit::max(body_bytes_max))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
+}
+
+/// Generates request ids for requests that come without one: a per-process random prefix
+/// and a counter, e.g. `3f9a1c-000001b2`.
+#[derive(Clone)]
+pub struct RequestIds {
+    prefix: u32,
+    counter: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos());
+        RequestIds { prefix: nanos ^ std::process::id().rotate_left(16), counter: Arc::default() }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let count = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:08x}-{count:08x}", self.prefix);
+        Some(RequestId::new(HeaderValue::from_str(&id).ok()?))
+    }
+}
+
+/// Logs one line per request (target `kvstore::access`) and records metrics.
+async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |matched| matched.as_str().to_string());
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels { route: route.clone(), method: method.to_string(), status })
+        .inc();
+    metrics.http_request_seconds.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "kvstore::access",
+        request_id = %request_id,
+        %method,
+        %path,
+        status,
+        latency_us = elapsed.as_micros() as u64,
+    );
+    response
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_string());
+    tracing::error!(%detail, "request handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("internal error: {detail}")).into_response()
+}

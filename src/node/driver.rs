@@ -1,0 +1,286 @@
+//! The driver loop: see the module doc of [`crate::node`] for the protocol it follows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock, mpsc};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+
+use super::{Event, NodeStatus};
+use crate::datadir::DataDir;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::raft::{Entry, Index, Message, NodeId, Raft, ReadState, Role, Term};
+use crate::store::{Outcome, Store};
+use crate::transport::Peers;
+use crate::wal::Wal;
+
+/// Events handled per iteration at most before the driver persists and replies. Bounds the
+/// latency one iteration adds while still batching many proposals into one fsync.
+pub const EVENTS_PER_ITERATION_MAX: usize = 4096;
+
+/// Ticks the driver catches up at most after a stall (a slow fsync, a paused process).
+/// Beyond this it skips ahead rather than firing a burst of elections and heartbeats.
+const TICKS_CATCH_UP_MAX: u32 = 4;
+
+/// What the driver is built from.
+pub(super) struct Parts {
+    pub raft: Raft,
+    pub wal: Wal,
+    pub data_dir: DataDir,
+    pub store: Arc<RwLock<Store>>,
+    pub events: mpsc::Receiver<Event>,
+    pub peers: Peers,
+    pub status: watch::Sender<NodeStatus>,
+    pub metrics: Arc<Metrics>,
+    pub tick: Duration,
+}
+
+/// A client write waiting for its entry to be applied.
+struct Proposal {
+    term: Term,
+    reply: oneshot::Sender<Result<Outcome>>,
+}
+
+/// The driver: owns the raft core and the WAL.
+pub(super) struct Driver {
+    parts: Parts,
+    /// Proposals by log index.
+    proposals: BTreeMap<Index, Proposal>,
+    /// Read requests handed to the core, by context.
+    reads_requested: HashMap<u64, oneshot::Sender<Result<()>>>,
+    /// Reads whose index is known, waiting for apply to reach it.
+    reads_confirmed: Vec<(Index, oneshot::Sender<Result<()>>)>,
+    next_read_context: u64,
+    next_tick: Instant,
+    leader: Option<NodeId>,
+    shutdown: bool,
+}
+
+impl Driver {
+    pub(super) fn new(parts: Parts) -> Driver {
+        let next_tick = Instant::now() + parts.tick;
+        Driver {
+            parts,
+            proposals: BTreeMap::new(),
+            reads_requested: HashMap::new(),
+            reads_confirmed: Vec::new(),
+            next_read_context: 1,
+            next_tick,
+            leader: None,
+            shutdown: false,
+        }
+    }
+
+    /// Runs until shutdown or a fail-stop error.
+    pub(super) fn run(mut self) -> Result<()> {
+        let _data_dir_lock = &self.parts.data_dir;
+        let result = self.run_loop();
+        if let Err(error) = &result {
+            tracing::error!(%error, "driver stopped: the node can no longer make progress");
+            let reason = error.to_string();
+            self.parts.status.send_modify(|status| status.failed = Some(reason));
+        }
+        result
+    }
+
+    fn run_loop(&mut self) -> Result<()> {
+        while !self.shutdown {
+            self.receive_events()?;
+            self.tick();
+            while self.parts.raft.has_ready() {
+                self.handle_ready()?;
+            }
+            self.publish_status();
+        }
+        tracing::info!("driver stopped on request");
+        Ok(())
+    }
+
+    /// Waits for the first event or the next tick, then drains the queue.
+    fn receive_events(&mut self) -> Result<()> {
+        let timeout = self.next_tick.saturating_duration_since(Instant::now());
+        match self.parts.events.recv_timeout(timeout) {
+            Ok(event) => self.handle_event(event)?,
+            Err(mpsc::RecvTimeoutError::Timeout) => return Ok(()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.shutdown = true;
+                return Ok(());
+            }
+        }
+        for _ in 1..EVENTS_PER_ITERATION_MAX {
+            match self.parts.events.try_recv() {
+                Ok(event) => self.handle_event(event)?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_event(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::Message(message) => self.step(message),
+            Event::Propose { command, reply } => self.propose(command, reply),
+            Event::Read { reply } => self.read(reply),
+            Event::Shutdown => self.shutdown = true,
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, message: Message) {
+        let from = message.from.clone();
+        if let Err(error) = self.parts.raft.step(message) {
+            tracing::warn!(%from, %error, "rejected raft message");
+        }
+    }
+
+    fn propose(&mut self, command: Vec<u8>, reply: oneshot::Sender<Result<Outcome>>) {
+        match self.parts.raft.propose(command) {
+            Ok((index, term)) => {
+                self.parts.metrics.proposals.inc();
+                self.proposals.insert(index, Proposal { term, reply });
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    fn read(&mut self, reply: oneshot::Sender<Result<()>>) {
+        let context = self.next_read_context;
+        self.next_read_context += 1;
+        match self.parts.raft.read_index(context) {
+            Ok(()) => {
+                self.reads_requested.insert(context, reply);
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let mut ticks = 0;
+        while now >= self.next_tick {
+            if ticks == TICKS_CATCH_UP_MAX {
+                self.next_tick = now + self.parts.tick;
+                break;
+            }
+            self.parts.raft.tick();
+            self.next_tick += self.parts.tick;
+            ticks += 1;
+        }
+        if ticks > 0 {
+            // Forget requests whose HTTP handler has given up (deadline passed).
+            self.proposals.retain(|_, proposal| !proposal.reply.is_closed());
+        }
+    }
+
+    /// Handles one `Ready` in the order the node module doc describes.
+    fn handle_ready(&mut self) -> Result<()> {
+        let ready = self.parts.raft.ready();
+        self.send(ready.messages);
+        if let Some(meta) = &ready.snapshot {
+            // Snapshot installation arrives with the snapshot module; until then a leader
+            // never compacts, so no follower is ever offered one.
+            return Err(Error::Unavailable(format!("cannot install snapshot at index {}", meta.index)));
+        }
+        if ready.hard_state.is_some() || !ready.entries.is_empty() {
+            let started = Instant::now();
+            self.parts.wal.save(ready.hard_state.as_ref(), &ready.entries)?;
+            self.parts.metrics.wal_fsync_seconds.observe(started.elapsed().as_secs_f64());
+            self.parts.metrics.wal_bytes.set(self.parts.wal.size_bytes() as i64);
+        }
+        self.send(ready.persisted_messages);
+        if let Some(last) = ready.entries.last() {
+            self.parts.raft.persisted(last.index, last.term);
+        }
+        self.apply(ready.committed_entries);
+        self.confirm_reads(ready.read_states, ready.aborted_reads);
+        Ok(())
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        for message in messages {
+            self.parts.peers.send(message);
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|entry| entry.index) else { return };
+        let mut results = Vec::new();
+        {
+            let mut store = self.parts.store.write().expect("store lock poisoned");
+            for entry in &entries {
+                let outcome = store.apply(entry);
+                if let Some(proposal) = self.proposals.remove(&entry.index) {
+                    results.push((proposal, entry.term, outcome));
+                }
+            }
+        }
+        // Reply outside the lock so readers woken by the replies do not wait on it.
+        for (proposal, term, outcome) in results {
+            let result = if proposal.term == term {
+                Ok(outcome)
+            } else {
+                Err(Error::Unavailable(
+                    "leadership changed before the write committed; it was not applied".into(),
+                ))
+            };
+            let _ = proposal.reply.send(result);
+        }
+        self.parts.raft.applied(last);
+        self.parts.metrics.commits.inc_by(entries.len() as u64);
+        self.parts.metrics.applied_index.set(last as i64);
+        self.release_reads();
+    }
+
+    fn confirm_reads(&mut self, confirmed: Vec<ReadState>, aborted: Vec<u64>) {
+        for ReadState { context, index } in confirmed {
+            if let Some(reply) = self.reads_requested.remove(&context) {
+                self.reads_confirmed.push((index, reply));
+            }
+        }
+        for context in aborted {
+            if let Some(reply) = self.reads_requested.remove(&context) {
+                // The caller waits for a (new) leader and asks again.
+                let _ = reply.send(Err(Error::NotLeader { leader: None }));
+            }
+        }
+        self.release_reads();
+    }
+
+    fn release_reads(&mut self) {
+        if self.reads_confirmed.is_empty() {
+            return;
+        }
+        let applied = self.parts.store.read().expect("store lock poisoned").applied_index();
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            self.reads_confirmed.drain(..).partition(|(index, _)| *index <= applied);
+        self.reads_confirmed = waiting;
+        for (_, reply) in ready {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let raft = self.parts.raft.status();
+        let metrics = &self.parts.metrics;
+        metrics.term.set(raft.term as i64);
+        metrics.is_leader.set(i64::from(raft.role == Role::Leader));
+        if raft.leader != self.leader {
+            if raft.leader.is_some() {
+                metrics.leader_changes.inc();
+                tracing::info!(leader = ?raft.leader, term = raft.term, "leader changed");
+            }
+            self.leader = raft.leader.clone();
+        }
+        let (state_hash, keys) = {
+            let store = self.parts.store.read().expect("store lock poisoned");
+            (store.state_hash(), store.len())
+        };
+        let wal_bytes = self.parts.wal.size_bytes();
+        self.parts.status.send_replace(NodeStatus { raft, state_hash, keys, wal_bytes, failed: None });
+    }
+}

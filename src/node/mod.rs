@@ -1,0 +1,351 @@
+//! The node: the one place where the raft core, the WAL, the store, the network and time
+//! meet.
+//!
+//! # Threads
+//!
+//! The driver runs on a dedicated OS thread ([`driver`]) that owns the raft core and the
+//! WAL. It never awaits: fsync is a blocking call on that thread, and everything else
+//! (HTTP handlers, peer senders) lives on the tokio runtime and talks to it through one
+//! bounded queue of [`Event`]s ([`EVENTS_MAX`]). A full queue is back-pressure: the HTTP
+//! layer answers `503` at once instead of letting requests pile up.
+//!
+//! # One iteration of the driver (the write path, ARCHITECTURE.md)
+//!
+//! 1. Wait for an event or the next tick; then drain every queued event (up to
+//!    [`driver::EVENTS_PER_ITERATION_MAX`]): proposals, read requests, peer messages.
+//! 2. Tick the core for each elapsed tick interval.
+//! 3. While the core has a `Ready`:
+//!    a. send `messages` at once (the leader's appends go out before its own fsync, so
+//!       followers persist in parallel with it, thesis §10.2.1);
+//!    b. persist hard state and entries in **one** WAL write and **one** fdatasync. Every
+//!       proposal that arrived while the previous fsync ran is in this batch: that is the
+//!       group commit;
+//!    c. only then send `persisted_messages` (vote and append responses, thesis §3.8) and
+//!       tell the core what is durable (the leader counts itself toward the quorum only
+//!       now);
+//!    d. apply committed entries to the store and complete the waiting proposals;
+//!    e. complete the linearizable reads whose read index is now applied.
+//!
+//! # Failure
+//!
+//! A WAL error is fail-stop (STYLE.md practice 9): the driver stops, every waiting request
+//! gets `503`, `/health` reports the error, and `kvnode` exits non-zero so a supervisor
+//! restarts it and recovery re-reads what is really on disk. A failed fsync is never retried
+//! as if the data were safe.
+//!
+//! # Implementation caveats
+//!
+//! - A proposal is matched to its result by (index, term). If leadership changes before it
+//!   commits, the request gets `503` ("may or may not have been applied") at its deadline
+//!   or as soon as another entry is applied at its index.
+
+mod driver;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard, mpsc};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use crate::datadir::{DataDir, Identity};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::raft::{self, Index, Message, NodeId, Role, Term};
+use crate::store::{Command, Outcome, Store};
+use crate::transport::{Directory, Peers};
+use crate::wal::{self, Wal};
+
+/// Events queued for the driver at most. Bounded so that overload turns into quick `503`s
+/// rather than unbounded memory and latency.
+pub const EVENTS_MAX: usize = 16 * 1024;
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// The cluster id (shared by all members; envelopes from other clusters are rejected).
+    pub cluster_id: String,
+    /// Raft URLs of the other members (empty: a single-node cluster).
+    pub peers: BTreeMap<NodeId, String>,
+    /// The URL clients should use to reach this node.
+    pub client_url: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Wall-clock length of one raft tick.
+    pub tick: Duration,
+    /// Election timeout, in ticks (randomized up to twice this).
+    pub election_timeout_ticks: u64,
+    /// Heartbeat interval, in ticks.
+    pub heartbeat_interval_ticks: u64,
+    /// WAL segment size.
+    pub segment_bytes_max: u64,
+    /// Seed for the raft core's election timeout randomness.
+    pub seed: u64,
+}
+
+impl NodeConfig {
+    /// All voters: this node and its peers, sorted.
+    pub fn voters(&self) -> Vec<NodeId> {
+        let mut voters: Vec<NodeId> = self.peers.keys().cloned().collect();
+        voters.push(self.id.clone());
+        voters.sort();
+        voters
+    }
+}
+
+/// A request to the driver.
+pub(crate) enum Event {
+    /// A message from a peer.
+    Message(Message),
+    /// A client write.
+    Propose { command: Vec<u8>, reply: oneshot::Sender<Result<Outcome>> },
+    /// A linearizable read barrier: replies once the store has applied the read index.
+    Read { reply: oneshot::Sender<Result<()>> },
+    /// Stop after finishing the current iteration.
+    Shutdown,
+}
+
+/// What the node publishes about itself after every driver iteration.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    /// The raft core's status.
+    pub raft: raft::Status,
+    /// The store's state hash (see [`Store::state_hash`]).
+    pub state_hash: u64,
+    /// Keys in the store.
+    pub keys: usize,
+    /// WAL bytes on disk.
+    pub wal_bytes: u64,
+    /// Set when the driver has stopped because of an error.
+    pub failed: Option<String>,
+}
+
+/// A running node, as seen by the HTTP API and by tests. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle {
+    events: mpsc::SyncSender<Event>,
+    store: Arc<RwLock<Store>>,
+    status: watch::Receiver<NodeStatus>,
+    /// Membership and addresses.
+    pub directory: Arc<Directory>,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A started node: the handle, and the driver thread to join on shutdown.
+pub struct Node {
+    /// The handle for the API.
+    pub handle: NodeHandle,
+    driver: std::thread::JoinHandle<Result<()>>,
+}
+
+impl Node {
+    /// Opens the data directory, replays the WAL and starts the driver thread and the peer
+    /// senders (on the current tokio runtime).
+    pub fn start(config: NodeConfig) -> Result<Node> {
+        let identity = Identity {
+            node_id: config.id.clone(),
+            cluster_id: config.cluster_id.clone(),
+            voters: config.voters(),
+        };
+        let data_dir = DataDir::open(&config.data_dir, &identity)?;
+        let options = wal::Options { segment_bytes_max: config.segment_bytes_max, ..Default::default() };
+        let (wal, recovered) = Wal::open(&data_dir.wal_dir(), options)?;
+        if let Some(repaired) = &recovered.repaired {
+            tracing::warn!(%repaired, "repaired a torn WAL tail");
+        }
+        let metrics = Arc::new(Metrics::new());
+        let directory = Arc::new(Directory::new(
+            config.id.clone(),
+            config.cluster_id.clone(),
+            config.client_url.clone(),
+            config.peers.clone(),
+        ));
+        let store = Arc::new(RwLock::new(Store::new()));
+        let raft = raft::Raft::new(raft_config(&config), restore_of(recovered))?;
+        let (status_sender, status) = watch::channel(NodeStatus {
+            raft: raft.status(),
+            state_hash: 0,
+            keys: 0,
+            wal_bytes: wal.size_bytes(),
+            failed: None,
+        });
+        let (events, receiver) = mpsc::sync_channel(EVENTS_MAX);
+        let peers = Peers::spawn(directory.clone(), metrics.clone(), &tokio::runtime::Handle::current());
+        let driver = driver::Driver::new(driver::Parts {
+            raft,
+            wal,
+            data_dir,
+            store: store.clone(),
+            events: receiver,
+            peers,
+            status: status_sender,
+            metrics: metrics.clone(),
+            tick: config.tick,
+        });
+        let driver = std::thread::Builder::new()
+            .name(format!("driver-{}", config.id))
+            .spawn(move || driver.run())
+            .map_err(|error| Error::io("spawn driver thread", &config.data_dir, error))?;
+        let handle = NodeHandle { events, store, status, directory, metrics };
+        Ok(Node { handle, driver })
+    }
+
+    /// Asks the driver to stop and waits for it. Returns the error that stopped it, if any.
+    pub fn shutdown(self) -> Result<()> {
+        let _ = self.handle.events.try_send(Event::Shutdown);
+        self.driver.join().unwrap_or_else(|_| Err(Error::Unavailable("driver panicked".into())))
+    }
+
+    /// Waits until the driver stops on its own (an error) or `shutdown` is requested
+    /// elsewhere. Useful for `kvnode`'s main task.
+    pub fn is_finished(&self) -> bool {
+        self.driver.is_finished()
+    }
+}
+
+fn raft_config(config: &NodeConfig) -> raft::Config {
+    raft::Config {
+        id: config.id.clone(),
+        voters: config.voters(),
+        election_timeout_ticks: config.election_timeout_ticks,
+        heartbeat_interval_ticks: config.heartbeat_interval_ticks,
+        seed: config.seed,
+        ..Default::default()
+    }
+}
+
+fn restore_of(recovered: wal::Recovered) -> raft::Restore {
+    let snapshot = recovered.base.map(|(index, term)| raft::SnapshotMeta { index, term, voters: vec![] });
+    let applied = snapshot.as_ref().map_or(0, |meta| meta.index);
+    raft::Restore { hard_state: recovered.hard_state, snapshot, entries: recovered.entries, applied }
+}
+
+impl NodeHandle {
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.directory.id
+    }
+
+    /// The latest published status.
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Read access to the store. Hold it briefly: the driver needs the write lock to apply.
+    pub fn store(&self) -> RwLockReadGuard<'_, Store> {
+        self.store.read().expect("store lock poisoned")
+    }
+
+    /// Replicates a write and waits until it is committed and applied, or the deadline.
+    ///
+    /// While no leader is known (an election is running) it waits for one rather than
+    /// failing at once; if another node leads, it returns `NotLeader` with that node.
+    pub async fn propose(&self, command: &Command, timeout: Duration) -> Result<Outcome> {
+        let bytes = command.encode();
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.until_leader_known(deadline, |reply| Event::Propose { command: bytes.clone(), reply })
+            .await
+    }
+
+    /// Waits until a linearizable read may be served from the local store: the read index
+    /// was confirmed by a quorum and this node has applied up to it (thesis §6.4).
+    pub async fn read_barrier(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.until_leader_known(deadline, |reply| Event::Read { reply }).await
+    }
+
+    async fn until_leader_known<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        event: impl Fn(oneshot::Sender<Result<T>>) -> Event,
+    ) -> Result<T> {
+        let mut status = self.status.clone();
+        loop {
+            status.mark_unchanged();
+            let (reply, result) = oneshot::channel();
+            self.submit(event(reply))?;
+            let outcome = match tokio::time::timeout_at(deadline, result).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => return Err(self.stopped_error()),
+                Err(_) => return Err(Error::Unavailable(TIMEOUT_MESSAGE.into())),
+            };
+            match outcome {
+                Err(Error::NotLeader { leader: None }) => {
+                    wait_for_leader(&mut status, deadline).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn submit(&self, event: Event) -> Result<()> {
+        self.events.try_send(event).map_err(|error| match error {
+            mpsc::TrySendError::Full(_) => Error::Unavailable("node overloaded; retry later".into()),
+            mpsc::TrySendError::Disconnected(_) => self.stopped_error(),
+        })
+    }
+
+    fn stopped_error(&self) -> Error {
+        match &self.status.borrow().failed {
+            Some(reason) => Error::Unavailable(format!("node stopped: {reason}")),
+            None => Error::ShuttingDown,
+        }
+    }
+
+    /// Waits until the driver stops because of an error, and returns it.
+    pub async fn failure(&self) -> String {
+        let mut status = self.status.clone();
+        let failed = status.wait_for(|status| status.failed.is_some()).await;
+        match failed {
+            Ok(status) => status.failed.clone().unwrap_or_default(),
+            Err(_) => "driver stopped".to_string(),
+        }
+    }
+
+    /// Hands a peer message to the driver; false if its queue is full.
+    pub fn deliver(&self, message: Message) -> bool {
+        self.events.try_send(Event::Message(message)).is_ok()
+    }
+
+    /// The client URL of a node, if known.
+    pub fn client_url(&self, id: &str) -> Option<String> {
+        self.directory.client_url(id)
+    }
+
+    /// The current role, term and leader, from the latest status.
+    pub fn role_term_leader(&self) -> (Role, Term, Option<NodeId>) {
+        let status = self.status.borrow();
+        (status.raft.role, status.raft.term, status.raft.leader.clone())
+    }
+
+    /// The last applied index.
+    pub fn applied_index(&self) -> Index {
+        self.store().applied_index()
+    }
+}
+
+/// Message of a `503` that may hide an applied write.
+pub const TIMEOUT_MESSAGE: &str =
+    "timed out waiting for commit; the write may or may not have been applied";
+
+/// Waits for a status published after the core said it knows no leader, in which a leader
+/// is known (or the node failed).
+async fn wait_for_leader(
+    status: &mut watch::Receiver<NodeStatus>,
+    deadline: tokio::time::Instant,
+) -> Result<()> {
+    loop {
+        match tokio::time::timeout_at(deadline, status.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Error::ShuttingDown),
+            Err(_) => return Err(Error::Unavailable("no leader elected within the deadline".into())),
+        }
+        let current = status.borrow_and_update();
+        if current.raft.leader.is_some() || current.failed.is_some() {
+            return Ok(());
+        }
+    }
+}

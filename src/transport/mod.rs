@@ -1,0 +1,451 @@
+//! Peer RPC on the raft port: the routes other nodes call, and one sender per peer.
+//!
+//! The raft core speaks in one-way messages (a response is just another message), so the
+//! transport is one-way too: a node POSTs a batch of messages to a peer and the peer answers
+//! `204 No Content` as soon as it has queued them for its driver. Responses travel back the
+//! same way, as later POSTs in the other direction (as etcd's rafthttp does).
+//!
+//! # Routes (raft port)
+//!
+//! | route | carries |
+//! | --- | --- |
+//! | `POST /raft/appendentries` | Append, heartbeats and their responses |
+//! | `POST /raft/requestvote` | Vote and pre-vote requests and responses |
+//! | `POST /raft/readindex` | a follower's ReadIndex request and the leader's answer |
+//! | `POST /raft/installsnapshot` | snapshot offers and their responses |
+//! | `GET /raft/status` | the node's raft status (JSON), as on the client port |
+//!
+//! Each body is a postcard-encoded [`Envelope`]: the cluster id, the sender's id and client
+//! URL, and the messages. A receiver rejects (403) an envelope from another cluster or from a
+//! node that is not a member, and (400) one whose messages do not belong to the route or are
+//! not addressed to it. The sender's client URL is recorded so that a follower can point
+//! clients at the leader (`409 not_leader`).
+//!
+//! # Senders
+//!
+//! One task per peer owns a bounded queue ([`PEER_QUEUE_MESSAGES_MAX`]). The driver never
+//! waits on the network: it `try_send`s into the queue and a full queue drops the message
+//! (Raft recovers from lost messages by retrying). The task drains everything queued into
+//! one batch per route, so under load a single HTTP request carries many messages, and keeps
+//! one persistent connection per peer (HTTP/1.1 keep-alive), one request in flight at a time,
+//! which preserves per-route order. A dead or slow peer only ever stalls its own task.
+//!
+//! # Fault switch (tests only)
+//!
+//! Started with `--test-faults`, a node serves `POST /test/partition` on the raft port with
+//! a JSON body `{"blocked":["n2",...]}`: it then drops every message to and from those
+//! peers until the list is replaced (an empty list heals). This gives tests real, symmetric
+//! partitions between processes without root. Without the flag the route does not exist.
+//!
+//! # Implementation caveats
+//!
+//! - Plain HTTP: peer traffic is neither encrypted nor authenticated beyond the cluster id
+//!   check. Run the raft port on a private network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::metrics::{Metrics, PeerLabels};
+use crate::raft::{Body, Message, NodeId};
+
+/// Messages queued per peer before new ones are dropped. Large enough to absorb a burst of
+/// pipelined appends and heartbeats while one HTTP request is in flight.
+pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
+
+/// Messages sent in one HTTP request at most, so one request stays a bounded size.
+pub const BATCH_MESSAGES_MAX: usize = 512;
+
+/// Largest envelope a node accepts on the raft port: an append batch (the raft core caps its
+/// payload at `append_bytes_max`, 1 MiB by default) plus one entry of the largest value.
+pub const ENVELOPE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// How long one peer request may take before the batch is given up (Raft will resend).
+const PEER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The body of every raft-port POST.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender's cluster id; must match the receiver's.
+    pub cluster_id: String,
+    /// The sending node.
+    pub from: NodeId,
+    /// The sender's client URL (for `not_leader` hints).
+    pub from_client_url: String,
+    /// The messages, all addressed to the receiver.
+    pub messages: Vec<Message>,
+}
+
+/// Which raft-port route a message travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Route {
+    /// `/raft/appendentries`
+    AppendEntries,
+    /// `/raft/requestvote`
+    RequestVote,
+    /// `/raft/readindex`
+    ReadIndex,
+    /// `/raft/installsnapshot`
+    InstallSnapshot,
+}
+
+impl Route {
+    /// The route a message belongs to.
+    pub fn of(body: &Body) -> Route {
+        match body {
+            Body::Append { .. }
+            | Body::AppendResponse { .. }
+            | Body::Heartbeat { .. }
+            | Body::HeartbeatResponse { .. } => Route::AppendEntries,
+            Body::PreVote { .. }
+            | Body::PreVoteResponse { .. }
+            | Body::Vote { .. }
+            | Body::VoteResponse { .. } => Route::RequestVote,
+            Body::ReadIndex { .. } | Body::ReadIndexResponse { .. } => Route::ReadIndex,
+            Body::Snapshot { .. } | Body::SnapshotResponse { .. } => Route::InstallSnapshot,
+        }
+    }
+
+    /// The URL path of the route.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::AppendEntries => "/raft/appendentries",
+            Route::RequestVote => "/raft/requestvote",
+            Route::ReadIndex => "/raft/readindex",
+            Route::InstallSnapshot => "/raft/installsnapshot",
+        }
+    }
+}
+
+/// What the transport knows about the cluster: who is a member and where to reach them.
+pub struct Directory {
+    /// This node's id.
+    pub id: NodeId,
+    /// The cluster id every envelope must carry.
+    pub cluster_id: String,
+    /// This node's client URL, sent with every envelope.
+    pub client_url: String,
+    /// Raft URLs of the other members.
+    pub peer_raft_urls: BTreeMap<NodeId, String>,
+    /// Client URLs of members, learned from their envelopes (or derived until then).
+    client_urls: RwLock<BTreeMap<NodeId, String>>,
+    /// Peers cut off by the test fault switch (see the module doc).
+    blocked: RwLock<BTreeSet<NodeId>>,
+}
+
+impl Directory {
+    /// A directory for `id` with the given peers. Until a peer's client URL is learned, it
+    /// is guessed as its raft URL with the port lowered by 1000 (the default layout).
+    pub fn new(
+        id: NodeId,
+        cluster_id: String,
+        client_url: String,
+        peer_raft_urls: BTreeMap<NodeId, String>,
+    ) -> Directory {
+        let mut client_urls: BTreeMap<NodeId, String> = peer_raft_urls
+            .iter()
+            .filter_map(|(peer, url)| Some((peer.clone(), guess_client_url(url)?)))
+            .collect();
+        client_urls.insert(id.clone(), client_url.clone());
+        Directory {
+            id,
+            cluster_id,
+            client_url,
+            peer_raft_urls,
+            client_urls: RwLock::new(client_urls),
+            blocked: RwLock::default(),
+        }
+    }
+
+    /// Whether the test fault switch cuts this node off from `peer`.
+    pub fn is_blocked(&self, peer: &str) -> bool {
+        self.blocked.read().expect("directory lock poisoned").contains(peer)
+    }
+
+    /// Replaces the set of peers the test fault switch cuts off.
+    pub fn set_blocked(&self, peers: BTreeSet<NodeId>) {
+        tracing::warn!(?peers, "test fault switch: blocking peers");
+        *self.blocked.write().expect("directory lock poisoned") = peers;
+    }
+
+    /// The client URL of a member, if known.
+    pub fn client_url(&self, id: &str) -> Option<String> {
+        self.client_urls.read().expect("directory lock poisoned").get(id).cloned()
+    }
+
+    /// Whether `id` is another member of the cluster.
+    pub fn is_peer(&self, id: &str) -> bool {
+        self.peer_raft_urls.contains_key(id)
+    }
+
+    fn learn_client_url(&self, id: &str, url: &str) {
+        if self.client_url(id).as_deref() == Some(url) {
+            return;
+        }
+        self.client_urls
+            .write()
+            .expect("directory lock poisoned")
+            .insert(id.to_string(), url.to_string());
+    }
+}
+
+/// `http://host:9081` -> `http://host:8081`.
+fn guess_client_url(raft_url: &str) -> Option<String> {
+    let (base, port) = raft_url.trim_end_matches('/').rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    Some(format!("{base}:{}", port.checked_sub(1000)?))
+}
+
+/// Handles to the per-peer sender tasks.
+pub struct Peers {
+    senders: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Peers {
+    /// Spawns one sender task per peer on the current tokio runtime.
+    pub fn spawn(
+        directory: Arc<Directory>,
+        metrics: Arc<Metrics>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Peers {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(2)
+            .timeout(PEER_REQUEST_TIMEOUT)
+            .build()
+            .expect("building an HTTP client without TLS cannot fail");
+        let mut senders = BTreeMap::new();
+        for (peer, url) in &directory.peer_raft_urls {
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
+            let task = PeerTask {
+                peer: peer.clone(),
+                raft_url: url.trim_end_matches('/').to_string(),
+                directory: directory.clone(),
+                http: http.clone(),
+                metrics: metrics.clone(),
+            };
+            runtime.spawn(task.run(receiver));
+            senders.insert(peer.clone(), sender);
+        }
+        Peers { senders, metrics }
+    }
+
+    /// Queues a message for its recipient without waiting; drops it if the queue is full or
+    /// the recipient is unknown.
+    pub fn send(&self, message: Message) {
+        let Some(sender) = self.senders.get(&message.to) else {
+            tracing::warn!(to = %message.to, "dropping message to unknown node");
+            return;
+        };
+        let peer = message.to.clone();
+        if sender.try_send(message).is_err() {
+            self.metrics.peer_messages_dropped.get_or_create(&PeerLabels { peer }).inc();
+        }
+    }
+}
+
+struct PeerTask {
+    peer: NodeId,
+    raft_url: String,
+    directory: Arc<Directory>,
+    http: reqwest::Client,
+    metrics: Arc<Metrics>,
+}
+
+impl PeerTask {
+    async fn run(self, mut receiver: mpsc::Receiver<Message>) {
+        let labels = PeerLabels { peer: self.peer.clone() };
+        let mut batch = Vec::new();
+        while receiver.recv_many(&mut batch, BATCH_MESSAGES_MAX).await > 0 {
+            if self.directory.is_blocked(&self.peer) {
+                let count = batch.drain(..).count() as u64;
+                self.metrics.peer_messages_dropped.get_or_create(&labels).inc_by(count);
+                continue;
+            }
+            for (route, messages) in group_by_route(std::mem::take(&mut batch)) {
+                let count = messages.len() as u64;
+                match self.post(route, messages).await {
+                    Ok(()) => {
+                        self.metrics.peer_messages_sent.get_or_create(&labels).inc_by(count);
+                    }
+                    Err(error) => {
+                        self.metrics.peer_messages_dropped.get_or_create(&labels).inc_by(count);
+                        tracing::debug!(peer = %self.peer, %error, "peer send failed");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn post(&self, route: Route, messages: Vec<Message>) -> Result<(), String> {
+        let envelope = Envelope {
+            cluster_id: self.directory.cluster_id.clone(),
+            from: self.directory.id.clone(),
+            from_client_url: self.directory.client_url.clone(),
+            messages,
+        };
+        let body = postcard::to_allocvec(&envelope).map_err(|error| error.to_string())?;
+        let url = format!("{}{}", self.raft_url, route.path());
+        let response = self.http.post(url).body(body).send().await.map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(format!("{status}: {text}"))
+    }
+}
+
+/// Splits a batch into one batch per route, keeping each route's order.
+fn group_by_route(messages: Vec<Message>) -> BTreeMap<Route, Vec<Message>> {
+    let mut groups: BTreeMap<Route, Vec<Message>> = BTreeMap::new();
+    for message in messages {
+        groups.entry(Route::of(&message.body)).or_default().push(message);
+    }
+    groups
+}
+
+/// Where the raft-port server delivers accepted messages. Returns false if the driver's
+/// queue is full (the sender gets a 503 and Raft retries later).
+pub type Deliver = Arc<dyn Fn(Message) -> bool + Send + Sync>;
+
+#[derive(Clone)]
+struct ServerState {
+    directory: Arc<Directory>,
+    deliver: Deliver,
+}
+
+/// Body of `POST /test/partition`.
+#[derive(Debug, Deserialize)]
+struct Partition {
+    blocked: BTreeSet<NodeId>,
+}
+
+/// The raft-port router. `status` serves `GET /raft/status`; `test_faults` adds the fault
+/// switch route (see the module doc).
+pub fn router(directory: Arc<Directory>, deliver: Deliver, status: Router, test_faults: bool) -> Router {
+    let state = ServerState { directory, deliver };
+    let mut router = Router::new();
+    if test_faults {
+        router = router.route(
+            "/test/partition",
+            post(|State(state): State<ServerState>, axum::Json(partition): axum::Json<Partition>| async move {
+                state.directory.set_blocked(partition.blocked);
+                StatusCode::NO_CONTENT
+            }),
+        );
+    }
+    let route = |route: Route| {
+        post(move |State(state): State<ServerState>, body: Bytes| async move {
+            receive(&state, route, &body)
+        })
+    };
+    router
+        .route(Route::AppendEntries.path(), route(Route::AppendEntries))
+        .route(Route::RequestVote.path(), route(Route::RequestVote))
+        .route(Route::ReadIndex.path(), route(Route::ReadIndex))
+        .route(Route::InstallSnapshot.path(), route(Route::InstallSnapshot))
+        .route("/raft/health", get(|| async { StatusCode::NO_CONTENT }))
+        .layer(DefaultBodyLimit::max(ENVELOPE_BYTES_MAX))
+        .with_state(state)
+        .merge(status)
+}
+
+fn receive(state: &ServerState, route: Route, body: &[u8]) -> (StatusCode, String) {
+    let envelope: Envelope = match postcard::from_bytes(body) {
+        Ok(envelope) => envelope,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("undecodable envelope: {error}")),
+    };
+    if let Err(rejection) = validate(&state.directory, route, &envelope) {
+        tracing::warn!(from = %envelope.from, %rejection, "rejected raft envelope");
+        return rejection;
+    }
+    if state.directory.is_blocked(&envelope.from) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "partitioned by the test fault switch".into());
+    }
+    state.directory.learn_client_url(&envelope.from, &envelope.from_client_url);
+    for message in envelope.messages {
+        if !(state.deliver)(message) {
+            return (StatusCode::SERVICE_UNAVAILABLE, "driver queue full".into());
+        }
+    }
+    (StatusCode::NO_CONTENT, String::new())
+}
+
+fn validate(directory: &Directory, route: Route, envelope: &Envelope) -> Result<(), (StatusCode, String)> {
+    if envelope.cluster_id != directory.cluster_id {
+        let reason = format!(
+            "cluster id {:?} does not match this node's {:?}",
+            envelope.cluster_id, directory.cluster_id
+        );
+        return Err((StatusCode::FORBIDDEN, reason));
+    }
+    if !directory.is_peer(&envelope.from) {
+        return Err((StatusCode::FORBIDDEN, format!("{:?} is not a member of this cluster", envelope.from)));
+    }
+    for message in &envelope.messages {
+        if message.from != envelope.from || message.to != directory.id {
+            return Err((StatusCode::BAD_REQUEST, "message not from sender or not for this node".into()));
+        }
+        if Route::of(&message.body) != route {
+            return Err((StatusCode::BAD_REQUEST, format!("message does not belong on {}", route.path())));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guesses_client_url_from_raft_url() {
+        assert_eq!(guess_client_url("http://127.0.0.1:9081").as_deref(), Some("http://127.0.0.1:8081"));
+        assert_eq!(guess_client_url("http://kv1:9080/").as_deref(), Some("http://kv1:8080"));
+        assert_eq!(guess_client_url("http://kv1:80"), None);
+        assert_eq!(guess_client_url("nonsense"), None);
+    }
+
+    fn directory() -> Directory {
+        let peers = BTreeMap::from([("n2".to_string(), "http://127.0.0.1:9082".to_string())]);
+        Directory::new("n1".into(), "c1".into(), "http://127.0.0.1:8081".into(), peers)
+    }
+
+    fn envelope(cluster_id: &str, from: &str) -> Envelope {
+        Envelope {
+            cluster_id: cluster_id.into(),
+            from: from.into(),
+            from_client_url: "http://x:1".into(),
+            messages: vec![],
+        }
+    }
+
+    #[test]
+    fn rejects_foreign_cluster_and_unknown_sender() {
+        let directory = directory();
+        assert!(validate(&directory, Route::AppendEntries, &envelope("c1", "n2")).is_ok());
+        let (status, reason) = validate(&directory, Route::AppendEntries, &envelope("c2", "n2")).unwrap_err();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(reason.contains("cluster id"), "{reason}");
+        let (status, _) = validate(&directory, Route::AppendEntries, &envelope("c1", "n9")).unwrap_err();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn learns_client_urls() {
+        let directory = directory();
+        assert_eq!(directory.client_url("n2").as_deref(), Some("http://127.0.0.1:8082"));
+        directory.learn_client_url("n2", "http://elsewhere:7000");
+        assert_eq!(directory.client_url("n2").as_deref(), Some("http://elsewhere:7000"));
+        assert_eq!(directory.client_url("n1").as_deref(), Some("http://127.0.0.1:8081"));
+    }
+}

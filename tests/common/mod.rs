@@ -1,0 +1,318 @@
+//! A cluster of real `kvnode` processes on loopback for the end-to-end tests.
+//!
+//! Each node gets two free ports and its own data dir under one temporary directory. The
+//! processes are killed when the cluster is dropped, so a failing test leaves nothing
+//! behind. Every wait is a condition polled against a deadline; nothing sleeps blindly.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Timing flags for test clusters: short, so elections take a fraction of a second, but
+/// with room for a loaded 2-core machine running debug builds.
+pub const TIMING: [&str; 6] = ["--tick-ms", "20", "--heartbeat-ms", "60", "--election-timeout-ms", "500"];
+
+/// Generous deadline for anything that involves an election.
+pub const ELECTION_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Picks a currently free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// One node of a test cluster.
+pub struct TestNode {
+    pub id: String,
+    pub client_port: u16,
+    pub raft_port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn raft_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.raft_port)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+}
+
+/// A cluster of `kvnode` processes.
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    pub extra_args: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `size` nodes named n1..nN and returns once every process is listening.
+    pub fn start(size: usize) -> TestCluster {
+        TestCluster::start_with(size, &[])
+    }
+
+    /// Like `start`, with extra `kvnode` flags for every node.
+    pub fn start_with(size: usize, extra_args: &[&str]) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nodes = (1..=size)
+            .map(|number| {
+                let id = format!("n{number}");
+                TestNode {
+                    data_dir: dir.path().join(&id),
+                    log_path: dir.path().join(format!("{id}.log")),
+                    id,
+                    client_port: free_port(),
+                    raft_port: free_port(),
+                    child: None,
+                }
+            })
+            .collect();
+        let mut cluster =
+            TestCluster { nodes, extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(), dir };
+        for index in 0..size {
+            cluster.spawn(index);
+        }
+        for index in 0..size {
+            cluster.wait_listening(index);
+        }
+        cluster
+    }
+
+    /// The command line of node `index`.
+    pub fn command(&self, index: usize) -> Command {
+        let node = &self.nodes[index];
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|other| other.id != node.id)
+            .map(|other| format!("{}={}", other.id, other.raft_url()))
+            .collect();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kvnode"));
+        command
+            .arg("--id")
+            .arg(&node.id)
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{}", node.client_port))
+            .arg("--raft-addr")
+            .arg(format!("127.0.0.1:{}", node.raft_port))
+            .arg("--data")
+            .arg(&node.data_dir)
+            .args(TIMING)
+            .arg("--test-faults")
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info,kvstore::access=warn");
+        if !peers.is_empty() {
+            command.arg("--peers").arg(peers.join(","));
+        }
+        command
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.nodes[index].log_path)
+            .expect("open node log");
+        let child = self
+            .command(index)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn kvnode");
+        self.nodes[index].child = Some(child);
+    }
+
+    fn wait_listening(&mut self, index: usize) {
+        let url = format!("{}/health", self.nodes[index].url());
+        let deadline = Instant::now() + ELECTION_DEADLINE;
+        loop {
+            if http_get(&url).is_some() {
+                return;
+            }
+            assert!(self.nodes[index].is_running(), "{} exited:\n{}", self.nodes[index].id, self.log(index));
+            assert!(Instant::now() < deadline, "{} never listened:\n{}", self.nodes[index].id, self.log(index));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills node `index` with SIGKILL and reaps it.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            child.kill().expect("kill kvnode");
+            child.wait().expect("reap kvnode");
+        }
+    }
+
+    /// Stops node `index` with SIGTERM and returns its exit code.
+    pub fn terminate(&mut self, index: usize) -> Option<i32> {
+        let mut child = self.nodes[index].child.take()?;
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                child.kill().expect("kill after SIGTERM timeout");
+                child.wait().expect("reap");
+                panic!("{} did not exit within 15 s of SIGTERM", self.nodes[index].id);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts node `index` again (same id, ports and data dir).
+    pub fn restart(&mut self, index: usize) {
+        assert!(self.nodes[index].child.is_none(), "node {index} is still running");
+        self.spawn(index);
+        self.wait_listening(index);
+    }
+
+    pub fn url(&self, index: usize) -> String {
+        self.nodes[index].url()
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(TestNode::url).collect()
+    }
+
+    pub fn index_of(&self, id: &str) -> usize {
+        self.nodes.iter().position(|node| node.id == id).expect("known node id")
+    }
+
+    /// The node's log so far (for failure messages).
+    pub fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(&self.nodes[index].log_path).unwrap_or_default()
+    }
+
+    /// `/raft/status` of node `index`, if it answers.
+    pub fn status(&self, index: usize) -> Option<Value> {
+        http_get(&format!("{}/raft/status", self.url(index))).and_then(|(_, body)| serde_json::from_str(&body).ok())
+    }
+
+    /// Waits until every running node among `among` agrees on one leader in one term, and
+    /// that leader is among them; returns its index.
+    pub fn wait_for_leader(&mut self, among: &[usize]) -> usize {
+        let deadline = Instant::now() + ELECTION_DEADLINE;
+        loop {
+            if let Some(leader) = self.agreed_leader(among) {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "no agreed leader among {among:?}:\n{}", self.all_logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn agreed_leader(&self, among: &[usize]) -> Option<usize> {
+        let statuses: Vec<Value> = among.iter().map(|&index| self.status(index)).collect::<Option<_>>()?;
+        let leader_id = statuses[0]["leaderId"].as_str()?;
+        let term = statuses[0]["term"].as_u64()?;
+        let agreed = statuses.iter().all(|status| {
+            status["leaderId"].as_str() == Some(leader_id) && status["term"].as_u64() == Some(term)
+        });
+        let leader = self.index_of(leader_id);
+        (agreed && among.contains(&leader) && self.status(leader)?["state"] == "leader").then_some(leader)
+    }
+
+    /// Waits until every node in `among` has applied at least `index`.
+    pub fn wait_applied(&self, among: &[usize], index: u64) {
+        let deadline = Instant::now() + ELECTION_DEADLINE;
+        for &node in among {
+            loop {
+                let applied = self.status(node).and_then(|status| status["lastApplied"].as_u64());
+                if applied.is_some_and(|applied| applied >= index) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "node {node} did not apply {index} (at {applied:?})");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Cuts node `index` off from every other node, in both directions.
+    pub fn isolate(&self, index: usize) {
+        let others: Vec<String> =
+            self.nodes.iter().filter(|node| node.id != self.nodes[index].id).map(|node| node.id.clone()).collect();
+        self.set_blocked(index, &others);
+        for other in (0..self.nodes.len()).filter(|&other| other != index) {
+            self.set_blocked(other, &[self.nodes[index].id.clone()]);
+        }
+    }
+
+    /// Heals every partition.
+    pub fn heal(&self) {
+        for index in 0..self.nodes.len() {
+            self.set_blocked(index, &[]);
+        }
+    }
+
+    fn set_blocked(&self, index: usize, blocked: &[String]) {
+        let url = format!("{}/test/partition", self.nodes[index].raft_url());
+        let status = http_post_json(&url, &json!({"blocked": blocked}));
+        assert_eq!(status, Some(204), "fault switch on node {index}");
+    }
+
+    pub fn all_logs(&self) -> String {
+        (0..self.nodes.len()).map(|index| format!("--- {} ---\n{}", self.nodes[index].id, self.log(index))).collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.all_logs());
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A blocking GET with a short timeout: `(status, body)`, or None if unreachable.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    blocking(reqwest::Method::GET, url, None)
+}
+
+fn http_post_json(url: &str, body: &Value) -> Option<u16> {
+    let bytes = serde_json::to_vec(body).expect("encode json");
+    blocking(reqwest::Method::POST, url, Some(bytes)).map(|(status, _)| status)
+}
+
+/// One HTTP request from synchronous test code, on a throwaway single-thread runtime.
+fn blocking(method: reqwest::Method, url: &str, json_body: Option<Vec<u8>>) -> Option<(u16, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    runtime.block_on(async move {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().ok()?;
+        let mut request = client.request(method, url);
+        if let Some(body) = json_body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    })
+}
