@@ -366,7 +366,7 @@ fn receive(state: &ServerState, route: Route, body: &[u8]) -> (StatusCode, Strin
         Err(error) => return (StatusCode::BAD_REQUEST, format!("undecodable envelope: {error}")),
     };
     if let Err(rejection) = validate(&state.directory, route, &envelope) {
-        tracing::warn!(from = %envelope.from, %rejection, "rejected raft envelope");
+        tracing::warn!(from = %envelope.from, reason = %rejection.1, "rejected raft envelope");
         return rejection;
     }
     if state.directory.is_blocked(&envelope.from) {
