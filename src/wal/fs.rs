@@ -1,0 +1,281 @@
+//! The file-system seam: every write, sync, rename and delete the WAL does goes through
+//! [`FileSystem`], so tests can fail any of them on demand ([`FaultyFs`]).
+//!
+//! Reads go through it too ([`FileSystem::read`]), which maps a segment with memmap2 in
+//! [`StdFs`].
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::Deref;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// An open segment file for appending and positional reads.
+pub trait WalFile: Send + Debug {
+    /// Writes all of `bytes` at the end of the file.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// `fdatasync`: the data written so far (and the size) is durable on return.
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Shrinks (or grows) the file to `length_bytes`; the next append goes there.
+    fn set_len(&mut self, length_bytes: u64) -> io::Result<()>;
+    /// Reads exactly `buffer.len()` bytes at `offset`.
+    fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+/// Bytes of a whole file, mapped or read.
+pub type FileBytes = Box<dyn Deref<Target = [u8]> + Send>;
+
+/// Directory and file operations the WAL needs.
+pub trait FileSystem: Send + Sync + Debug {
+    /// Creates a new file (fails if it exists), opened for appending.
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn WalFile>>;
+    /// Opens an existing file for appending at its end.
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WalFile>>;
+    /// Opens an existing file read-only (positional reads only).
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn WalFile>>;
+    /// The whole content of a file (memory-mapped where possible).
+    fn read(&self, path: &Path) -> io::Result<FileBytes>;
+    /// Renames a file (atomic within a directory).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Deletes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// `fsync` on a directory, making creates, renames and deletes in it durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the entries of a directory (files only matter to the WAL).
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+#[derive(Debug)]
+struct StdFile {
+    file: File,
+}
+
+impl WalFile for StdFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+    fn set_len(&mut self, length_bytes: u64) -> io::Result<()> {
+        self.file.set_len(length_bytes)
+    }
+    fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buffer, offset)
+    }
+}
+
+/// A read-only memory map of a whole file. An empty file maps to an empty slice (mmap of
+/// length zero is an error on Linux).
+struct Mapped {
+    map: Option<memmap2::Mmap>,
+}
+
+impl Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+impl FileSystem for StdFs {
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Box::new(StdFile { file }))
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+        let file = OpenOptions::new().read(true).append(true).open(path)?;
+        Ok(Box::new(StdFile { file }))
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+        let file = File::open(path)?;
+        Ok(Box::new(StdFile { file }))
+    }
+    fn read(&self, path: &Path) -> io::Result<FileBytes> {
+        let file = File::open(path)?;
+        if file.metadata()?.len() == 0 {
+            return Ok(Box::new(Mapped { map: None }));
+        }
+        // SAFETY: the WAL maps only its own segment files, which no other process writes
+        // (the data directory lock keeps other kvstore processes out), and it never
+        // changes a mapped region while the map is alive: a segment is mapped during
+        // replay, and truncated only after its map is dropped.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(Box::new(Mapped { map: Some(map) }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Faults armed on a [`FaultyFs`]; each fires once, on the next matching call.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Fail the next `append` without writing anything.
+    pub fail_next_write: bool,
+    /// Write only this many bytes of the next `append`, then fail.
+    pub short_next_write_bytes: Option<usize>,
+    /// Fail the next `sync_data` (the data may or may not be on disk).
+    pub fail_next_sync: bool,
+    /// Fail the next directory sync.
+    pub fail_next_dir_sync: bool,
+    /// Fail the next `create_new`.
+    pub fail_next_create: bool,
+    /// Count of `sync_data` calls that succeeded (lets tests check group commit).
+    pub syncs: u64,
+    /// Count of `append` calls that succeeded.
+    pub writes: u64,
+}
+
+/// A [`FileSystem`] for tests that delegates to [`StdFs`] but fails operations on demand.
+#[derive(Debug, Default, Clone)]
+pub struct FaultyFs {
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl FaultyFs {
+    /// A file system with no fault armed.
+    pub fn new() -> FaultyFs {
+        FaultyFs::default()
+    }
+
+    /// Runs `change` on the armed faults (and counters).
+    pub fn with_faults<T>(&self, change: impl FnOnce(&mut Faults) -> T) -> T {
+        let mut faults = self
+            .faults
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        change(&mut faults)
+    }
+
+    fn wrap(&self, inner: Box<dyn WalFile>, path: &Path) -> Box<dyn WalFile> {
+        Box::new(FaultyFile {
+            inner,
+            faults: Arc::clone(&self.faults),
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+fn injected(what: &str) -> io::Error {
+    io::Error::other(format!("injected fault: {what}"))
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Box<dyn WalFile>,
+    faults: Arc<Mutex<Faults>>,
+    path: PathBuf,
+}
+
+impl FaultyFile {
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+impl WalFile for FaultyFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let (fail, short) = {
+            let mut faults = self.faults();
+            (
+                std::mem::take(&mut faults.fail_next_write),
+                faults.short_next_write_bytes.take(),
+            )
+        };
+        if fail {
+            return Err(injected("write failed"));
+        }
+        if let Some(short_bytes) = short {
+            self.inner.append(&bytes[..short_bytes.min(bytes.len())])?;
+            return Err(injected("short write"));
+        }
+        self.inner.append(bytes)?;
+        self.faults().writes += 1;
+        Ok(())
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.faults().fail_next_sync) {
+            return Err(injected(&format!(
+                "fdatasync {} failed",
+                self.path.display()
+            )));
+        }
+        self.inner.sync_data()?;
+        self.faults().syncs += 1;
+        Ok(())
+    }
+    fn set_len(&mut self, length_bytes: u64) -> io::Result<()> {
+        self.inner.set_len(length_bytes)
+    }
+    fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buffer, offset)
+    }
+}
+
+impl FileSystem for FaultyFs {
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+        if self.with_faults(|faults| std::mem::take(&mut faults.fail_next_create)) {
+            return Err(injected("create failed"));
+        }
+        Ok(self.wrap(StdFs.create_new(path)?, path))
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+        Ok(self.wrap(StdFs.open_append(path)?, path))
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
+        StdFs.open_read(path)
+    }
+    fn read(&self, path: &Path) -> io::Result<FileBytes> {
+        StdFs.read(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.with_faults(|faults| std::mem::take(&mut faults.fail_next_dir_sync)) {
+            return Err(injected("directory fsync failed"));
+        }
+        StdFs.sync_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        StdFs.list(dir)
+    }
+}

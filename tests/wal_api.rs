@@ -1,0 +1,259 @@
+//! The WAL's API: save/reopen round trips, group commit, suffix and prefix truncation,
+//! reset, rotation and range reads.
+
+use std::path::Path;
+
+use kvstore::Error;
+use kvstore::raft::{Entry, HardState};
+use kvstore::wal::fs::FaultyFs;
+use kvstore::wal::{Options, Record, Wal};
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        index,
+        term,
+        command: format!("command {index} at term {term}").into_bytes(),
+    }
+}
+
+fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
+    (from..=to).map(|index| entry(index, term)).collect()
+}
+
+fn small_segments() -> Options {
+    Options {
+        segment_bytes_max: 512,
+        ..Options::default()
+    }
+}
+
+fn reopen(dir: &Path, options: Options) -> (Wal, kvstore::wal::Recovered) {
+    Wal::open(dir, options).expect("reopen")
+}
+
+#[test]
+fn empty_log_opens_empty() {
+    let temp = tempfile::tempdir().unwrap();
+    let (wal, recovered) = reopen(temp.path(), Options::default());
+    assert_eq!(recovered, kvstore::wal::Recovered::default());
+    assert_eq!(
+        (wal.first_index(), wal.last_index(), wal.last_term()),
+        (1, 0, 0)
+    );
+    assert_eq!(wal.segments().len(), 1);
+}
+
+#[test]
+fn save_then_reopen_returns_hard_state_and_entries() {
+    let temp = tempfile::tempdir().unwrap();
+    let state = HardState {
+        term: 3,
+        vote: Some("n2".to_string()),
+        commit: 4,
+    };
+    {
+        let (mut wal, _) = reopen(temp.path(), Options::default());
+        wal.save(Some(&state), &entries(1, 5, 3)).unwrap();
+        assert_eq!(wal.hard_state(), &state);
+        assert_eq!((wal.last_index(), wal.last_term()), (5, 3));
+        assert_eq!(wal.entries(2, 4).unwrap(), entries(2, 4, 3));
+    }
+    let (wal, recovered) = reopen(temp.path(), Options::default());
+    assert_eq!(recovered.hard_state, state);
+    assert_eq!(recovered.entries, entries(1, 5, 3));
+    assert_eq!(recovered.base, None);
+    assert_eq!(recovered.repaired, None);
+    assert_eq!(wal.entries(1, 5).unwrap(), entries(1, 5, 3));
+}
+
+#[test]
+fn one_save_is_one_write_and_one_fdatasync() {
+    let temp = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let options = Options {
+        file_system: std::sync::Arc::new(fs.clone()),
+        ..Options::default()
+    };
+    let (mut wal, _) = reopen(temp.path(), options);
+    let before = fs.with_faults(|faults| (faults.writes, faults.syncs));
+    wal.save(Some(&HardState::default()), &entries(1, 256, 1))
+        .unwrap();
+    let after = fs.with_faults(|faults| (faults.writes, faults.syncs));
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1));
+}
+
+#[test]
+fn conflicting_suffix_is_replaced_and_survives_reopen() {
+    let temp = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = reopen(temp.path(), small_segments());
+        wal.save(None, &entries(1, 10, 1)).unwrap();
+        wal.save(None, &entries(6, 8, 2)).unwrap();
+        assert_eq!((wal.last_index(), wal.last_term()), (8, 2));
+        assert_eq!(wal.entries(5, 8).unwrap()[1], entry(6, 2));
+    }
+    let (_, recovered) = reopen(temp.path(), small_segments());
+    let mut expected = entries(1, 5, 1);
+    expected.extend(entries(6, 8, 2));
+    assert_eq!(recovered.entries, expected);
+}
+
+#[test]
+fn segments_rotate_and_reads_span_them() {
+    let temp = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = reopen(temp.path(), small_segments());
+        for index in 1..=60 {
+            wal.save(None, &[entry(index, 1)]).unwrap();
+        }
+        assert!(
+            wal.segments().len() > 3,
+            "{} segments",
+            wal.segments().len()
+        );
+        assert_eq!(wal.entries(1, 60).unwrap(), entries(1, 60, 1));
+        let on_disk: u64 = wal
+            .segments()
+            .iter()
+            .map(|segment| std::fs::metadata(&segment.path).unwrap().len())
+            .sum();
+        assert_eq!(wal.size_bytes(), on_disk);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert!(names[0].starts_with("00000000000000000001-00000000000000000001"));
+    let (_, recovered) = reopen(temp.path(), small_segments());
+    assert_eq!(recovered.entries, entries(1, 60, 1));
+}
+
+#[test]
+fn prefix_truncation_deletes_whole_segments_and_keeps_state() {
+    let temp = tempfile::tempdir().unwrap();
+    let state = HardState {
+        term: 1,
+        vote: Some("n1".to_string()),
+        commit: 40,
+    };
+    {
+        let (mut wal, _) = reopen(temp.path(), small_segments());
+        wal.save(Some(&state), &[]).unwrap();
+        for index in 1..=60 {
+            wal.save(None, &[entry(index, 1)]).unwrap();
+        }
+        let segments_before = wal.segments().len();
+        wal.truncate_prefix(40).unwrap();
+        assert!(wal.segments().len() < segments_before);
+        assert_eq!(wal.first_index(), 41);
+        assert_eq!(wal.entries(41, 60).unwrap(), entries(41, 60, 1));
+        assert!(wal.entries(40, 41).is_err());
+    }
+    let (wal, recovered) = reopen(temp.path(), small_segments());
+    assert_eq!(recovered.hard_state, state);
+    assert_eq!(recovered.base, Some((40, 1)));
+    assert_eq!(recovered.entries, entries(41, 60, 1));
+    assert_eq!((wal.first_index(), wal.last_index()), (41, 60));
+}
+
+#[test]
+fn reset_replaces_the_log() {
+    let temp = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = reopen(temp.path(), small_segments());
+        for index in 1..=30 {
+            wal.save(None, &[entry(index, 1)]).unwrap();
+        }
+        wal.reset(100, 7).unwrap();
+        assert_eq!(wal.segments().len(), 1);
+        assert_eq!(
+            (wal.first_index(), wal.last_index(), wal.last_term()),
+            (101, 100, 7)
+        );
+        wal.save(None, &entries(101, 102, 7)).unwrap();
+    }
+    let (wal, recovered) = reopen(temp.path(), small_segments());
+    assert_eq!(recovered.base, Some((100, 7)));
+    assert_eq!(recovered.entries, entries(101, 102, 7));
+    assert_eq!(wal.last_term(), 7);
+}
+
+#[test]
+fn state_survives_many_rotations_after_compaction() {
+    let temp = tempfile::tempdir().unwrap();
+    let state = HardState {
+        term: 2,
+        vote: None,
+        commit: 10,
+    };
+    {
+        let (mut wal, _) = reopen(temp.path(), small_segments());
+        wal.save(Some(&state), &entries(1, 10, 2)).unwrap();
+        wal.truncate_prefix(10).unwrap();
+        for index in 11..=80 {
+            wal.save(None, &[entry(index, 2)]).unwrap();
+            wal.truncate_prefix(index - 5).unwrap();
+        }
+    }
+    let (_, recovered) = reopen(temp.path(), small_segments());
+    assert_eq!(recovered.hard_state, state);
+    assert_eq!(recovered.base, Some((75, 2)));
+    assert_eq!(recovered.entries, entries(76, 80, 2));
+}
+
+#[test]
+fn low_level_append_of_typed_records() {
+    let temp = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = reopen(temp.path(), Options::default());
+        wal.append(&[
+            Record::Entry(entry(1, 1)),
+            Record::Entry(entry(2, 1)),
+            Record::Truncate { from: 2 },
+            Record::Entry(entry(2, 2)),
+        ])
+        .unwrap();
+        let bad = wal.append(&[Record::Entry(entry(9, 2))]).unwrap_err();
+        assert!(matches!(bad, Error::InvalidInput(_)), "{bad}");
+    }
+    let (_, recovered) = reopen(temp.path(), Options::default());
+    assert_eq!(recovered.entries, vec![entry(1, 1), entry(2, 2)]);
+}
+
+#[test]
+fn oversized_command_is_refused_before_writing() {
+    let temp = tempfile::tempdir().unwrap();
+    let (mut wal, _) = reopen(temp.path(), Options::default());
+    let huge = Entry {
+        index: 1,
+        term: 1,
+        command: vec![0; kvstore::wal::ENTRY_BYTES_MAX + 1],
+    };
+    let before = wal.size_bytes();
+    assert!(matches!(
+        wal.save(None, &[huge]),
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(
+        (wal.size_bytes(), wal.last_index(), wal.is_poisoned()),
+        (before, 0, false)
+    );
+}
+
+#[test]
+fn read_only_open_refuses_writes() {
+    let temp = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = reopen(temp.path(), Options::default());
+        wal.save(None, &entries(1, 3, 1)).unwrap();
+    }
+    let options = Options {
+        read_only: true,
+        ..Options::default()
+    };
+    let (mut wal, recovered) = reopen(temp.path(), options);
+    assert_eq!(recovered.entries.len(), 3);
+    assert_eq!(wal.entries(1, 3).unwrap(), entries(1, 3, 1));
+    assert!(wal.save(None, &[entry(4, 1)]).is_err());
+}
