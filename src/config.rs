@@ -93,24 +93,38 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
     let client_addr = client_addr(args, &env)?;
     let raft_addr = raft_addr(args, client_addr, &env)?;
     if raft_addr == client_addr {
-        return Err(format!("client and raft addresses are both {client_addr}; they must differ"));
+        return Err(format!(
+            "client and raft addresses are both {client_addr}; they must differ"
+        ));
     }
     let peers = parse_peers(&args.peers, &args.peer_ids)?;
     if peers.contains_key(&args.id) {
-        return Err(format!("--peers lists this node's own id {:?}; list only the other members", args.id));
+        return Err(format!(
+            "--peers lists this node's own id {:?}; list only the other members",
+            args.id
+        ));
     }
     let timing = timing(args)?;
-    let client_url = args.advertise.clone().unwrap_or_else(|| default_url(client_addr));
+    let client_url = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| default_url(client_addr));
     check_url(&client_url, "--advertise")?;
     let mut voters: Vec<&String> = peers.keys().chain(std::iter::once(&args.id)).collect();
     voters.sort();
-    let cluster_id = args.cluster_id.clone().unwrap_or_else(|| derive_cluster_id(&voters));
+    let cluster_id = args
+        .cluster_id
+        .clone()
+        .unwrap_or_else(|| derive_cluster_id(&voters));
     let node = NodeConfig {
         id: args.id.clone(),
         cluster_id,
         peers,
         client_url,
-        data_dir: args.data.clone().unwrap_or_else(|| PathBuf::from("data").join(&args.id)),
+        data_dir: args
+            .data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data").join(&args.id)),
         tick: timing.0,
         heartbeat_interval_ticks: timing.1,
         election_timeout_ticks: timing.2,
@@ -123,22 +137,33 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         ..Limits::default()
     };
-    Ok(Resolved { node, client_addr, raft_addr, limits })
+    Ok(Resolved {
+        node,
+        client_addr,
+        raft_addr,
+        limits,
+    })
 }
 
 fn check_id(id: &str, what: &str) -> Result<(), String> {
     let valid = !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' || byte == b'.');
+        && id.bytes().all(|byte| {
+            byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' || byte == b'.'
+        });
     if valid {
         Ok(())
     } else {
-        Err(format!("{what} {id:?} is not a valid node id (1-64 of A-Z a-z 0-9 - _ .)"))
+        Err(format!(
+            "{what} {id:?} is not a valid node id (1-64 of A-Z a-z 0-9 - _ .)"
+        ))
     }
 }
 
 fn check_url(url: &str, what: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{what} {url:?} must start with http://"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{what} {url:?} must start with http://"))?;
     let host_port = rest.split('/').next().unwrap_or("");
     match host_port.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
@@ -147,7 +172,8 @@ fn check_url(url: &str, what: &str) -> Result<(), String> {
 }
 
 fn parse_addr(text: &str, what: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| format!("{what} {text:?} is not an address like 127.0.0.1:8080"))
+    text.parse()
+        .map_err(|_| format!("{what} {text:?} is not an address like 127.0.0.1:8080"))
 }
 
 fn client_addr(args: &Args, env: &impl Fn(&str) -> Option<String>) -> Result<SocketAddr, String> {
@@ -156,21 +182,32 @@ fn client_addr(args: &Args, env: &impl Fn(&str) -> Option<String>) -> Result<Soc
     }
     match env("KVSTORE_PORT").or_else(|| env("PORT")) {
         Some(port) => {
-            let port: u16 = port.parse().map_err(|_| format!("KVSTORE_PORT/PORT {port:?} is not a port"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("KVSTORE_PORT/PORT {port:?} is not a port"))?;
             Ok(SocketAddr::from(([0, 0, 0, 0], port)))
         }
         None => Ok(SocketAddr::from(([127, 0, 0, 1], 8080))),
     }
 }
 
-fn raft_addr(args: &Args, client: SocketAddr, env: &impl Fn(&str) -> Option<String>) -> Result<SocketAddr, String> {
+fn raft_addr(
+    args: &Args,
+    client: SocketAddr,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<SocketAddr, String> {
     if let Some(addr) = &args.raft_addr {
         return parse_addr(addr, "--raft-addr");
     }
     let port = match env("RAFT_PORT") {
-        Some(port) => port.parse().map_err(|_| format!("RAFT_PORT {port:?} is not a port"))?,
+        Some(port) => port
+            .parse()
+            .map_err(|_| format!("RAFT_PORT {port:?} is not a port"))?,
         None => client.port().checked_add(1000).ok_or_else(|| {
-            format!("client port {} + 1000 is not a port; set --raft-addr", client.port())
+            format!(
+                "client port {} + 1000 is not a port; set --raft-addr",
+                client.port()
+            )
         })?,
     };
     Ok(SocketAddr::new(client.ip(), port))
@@ -186,8 +223,16 @@ fn default_url(addr: SocketAddr) -> String {
 
 /// Parses `--peers` in either form (see the module doc).
 pub fn parse_peers(peers: &str, peer_ids: &str) -> Result<BTreeMap<String, String>, String> {
-    let items: Vec<&str> = peers.split(',').map(str::trim).filter(|item| !item.is_empty()).collect();
-    let ids: Vec<&str> = peer_ids.split(',').map(str::trim).filter(|item| !item.is_empty()).collect();
+    let items: Vec<&str> = peers
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect();
+    let ids: Vec<&str> = peer_ids
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect();
     let bare = items.iter().all(|item| !item.contains('='));
     let pairs: Vec<(String, String)> = if bare && !items.is_empty() {
         if ids.len() != items.len() {
@@ -197,13 +242,17 @@ pub fn parse_peers(peers: &str, peer_ids: &str) -> Result<BTreeMap<String, Strin
                 ids.len()
             ));
         }
-        ids.iter().zip(&items).map(|(id, url)| (id.to_string(), url.to_string())).collect()
+        ids.iter()
+            .zip(&items)
+            .map(|(id, url)| (id.to_string(), url.to_string()))
+            .collect()
     } else {
         items
             .iter()
             .map(|item| {
-                let (id, url) =
-                    item.split_once('=').ok_or_else(|| format!("invalid peer {item:?}: expected ID=URL"))?;
+                let (id, url) = item
+                    .split_once('=')
+                    .ok_or_else(|| format!("invalid peer {item:?}: expected ID=URL"))?;
                 Ok((id.trim().to_string(), url.trim().to_string()))
             })
             .collect::<Result<_, String>>()?
@@ -212,7 +261,10 @@ pub fn parse_peers(peers: &str, peer_ids: &str) -> Result<BTreeMap<String, Strin
     for (id, url) in pairs {
         check_id(&id, "peer id")?;
         check_url(&url, &format!("peer {id}"))?;
-        if map.insert(id.clone(), url.trim_end_matches('/').to_string()).is_some() {
+        if map
+            .insert(id.clone(), url.trim_end_matches('/').to_string())
+            .is_some()
+        {
             return Err(format!("peer id {id:?} appears twice in --peers"));
         }
     }
@@ -232,13 +284,21 @@ fn timing(args: &Args) -> Result<(Duration, u64, u64), String> {
             args.election_timeout_ms, args.heartbeat_ms, args.tick_ms
         ));
     }
-    Ok((Duration::from_millis(args.tick_ms), heartbeat_ticks, election_ticks))
+    Ok((
+        Duration::from_millis(args.tick_ms),
+        heartbeat_ticks,
+        election_ticks,
+    ))
 }
 
 /// A stable cluster id from the sorted member ids (FNV-1a), so that nodes configured with
 /// the same members agree without extra flags.
 fn derive_cluster_id(voters: &[&String]) -> String {
-    let joined = voters.iter().map(|voter| voter.as_str()).collect::<Vec<_>>().join(",");
+    let joined = voters
+        .iter()
+        .map(|voter| voter.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     format!("kv-{:016x}", fnv1a(joined.as_bytes()))
 }
 
@@ -293,11 +353,30 @@ mod tests {
     #[test]
     fn bad_peers_are_one_clear_sentence() {
         let error = parse_peers("n2", "").unwrap_err();
-        assert!(error.contains("expected ID=URL") || error.contains("bare URLs"), "{error}");
-        assert!(parse_peers("n2=ftp://x:1", "").unwrap_err().contains("http://"));
-        assert!(parse_peers("n2=http://x", "").unwrap_err().contains("HOST:PORT"));
-        assert!(parse_peers("n2=http://x:1,n2=http://y:2", "").unwrap_err().contains("twice"));
-        assert!(parse_peers("http://x:1,http://y:2", "n2").unwrap_err().contains("PEER_IDS"));
+        assert!(
+            error.contains("expected ID=URL") || error.contains("bare URLs"),
+            "{error}"
+        );
+        assert!(
+            parse_peers("n2=ftp://x:1", "")
+                .unwrap_err()
+                .contains("http://")
+        );
+        assert!(
+            parse_peers("n2=http://x", "")
+                .unwrap_err()
+                .contains("HOST:PORT")
+        );
+        assert!(
+            parse_peers("n2=http://x:1,n2=http://y:2", "")
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            parse_peers("http://x:1,http://y:2", "n2")
+                .unwrap_err()
+                .contains("PEER_IDS")
+        );
         let own = resolve(&args(&["--peers", "n1=http://127.0.0.1:9081"]), no_env).unwrap_err();
         assert!(own.contains("own id"), "{own}");
     }
@@ -313,13 +392,26 @@ mod tests {
         assert_eq!(resolved.raft_addr.to_string(), "0.0.0.0:8000");
         assert_eq!(resolved.node.client_url, "http://127.0.0.1:7000");
         let env = |name: &str| (name == "RAFT_PORT").then(|| "7500".to_string());
-        assert_eq!(resolve(&args(&["--addr", "127.0.0.2:7001"]), env).unwrap().raft_addr.to_string(), "127.0.0.2:7500");
+        assert_eq!(
+            resolve(&args(&["--addr", "127.0.0.2:7001"]), env)
+                .unwrap()
+                .raft_addr
+                .to_string(),
+            "127.0.0.2:7500"
+        );
     }
 
     #[test]
     fn cluster_id_is_derived_from_members() {
         let one = resolve(&args(&["--peers", "n2=http://a:1,n3=http://b:2"]), no_env).unwrap();
-        let other = Args::try_parse_from(["kvnode", "--id", "n2", "--peers", "n1=http://c:3,n3=http://b:2"]).unwrap();
+        let other = Args::try_parse_from([
+            "kvnode",
+            "--id",
+            "n2",
+            "--peers",
+            "n1=http://c:3,n3=http://b:2",
+        ])
+        .unwrap();
         let two = resolve(&other, no_env).unwrap();
         assert_eq!(one.node.cluster_id, two.node.cluster_id);
         let lone = resolve(&args(&[]), no_env).unwrap();
@@ -328,11 +420,35 @@ mod tests {
 
     #[test]
     fn timing_is_checked() {
-        let resolved = resolve(&args(&["--tick-ms", "10", "--heartbeat-ms", "50", "--election-timeout-ms", "500"]), no_env)
-            .unwrap();
-        assert_eq!((resolved.node.heartbeat_interval_ticks, resolved.node.election_timeout_ticks), (5, 50));
-        assert!(resolve(&args(&["--election-timeout-ms", "150"]), no_env).unwrap_err().contains("twice"));
+        let resolved = resolve(
+            &args(&[
+                "--tick-ms",
+                "10",
+                "--heartbeat-ms",
+                "50",
+                "--election-timeout-ms",
+                "500",
+            ]),
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                resolved.node.heartbeat_interval_ticks,
+                resolved.node.election_timeout_ticks
+            ),
+            (5, 50)
+        );
+        assert!(
+            resolve(&args(&["--election-timeout-ms", "150"]), no_env)
+                .unwrap_err()
+                .contains("twice")
+        );
         let bad = Args::try_parse_from(["kvnode", "--id", "bad id"]).unwrap();
-        assert!(resolve(&bad, no_env).unwrap_err().contains("not a valid node id"));
+        assert!(
+            resolve(&bad, no_env)
+                .unwrap_err()
+                .contains("not a valid node id")
+        );
     }
 }

@@ -84,38 +84,73 @@ impl Metrics {
             wal_fsync_seconds: Histogram::new(latency_buckets()),
             wal_bytes: Gauge::default(),
             http_requests: Family::default(),
-            http_request_seconds: Family::new_with_constructor(|| {
-                Histogram::new(latency_buckets())
-            }),
+            http_request_seconds: Family::new_with_constructor(
+                || Histogram::new(latency_buckets()),
+            ),
             peer_messages_sent: Family::default(),
             peer_messages_dropped: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("proposals", "Proposals handed to raft", metrics.proposals.clone());
-        registry.register("commits", "Committed entries applied", metrics.commits.clone());
-        registry.register("applied_index", "Last applied log index", metrics.applied_index.clone());
+        registry.register(
+            "proposals",
+            "Proposals handed to raft",
+            metrics.proposals.clone(),
+        );
+        registry.register(
+            "commits",
+            "Committed entries applied",
+            metrics.commits.clone(),
+        );
+        registry.register(
+            "applied_index",
+            "Last applied log index",
+            metrics.applied_index.clone(),
+        );
         registry.register("term", "Current raft term", metrics.term.clone());
-        registry.register("leader_changes", "Changes of the known leader", metrics.leader_changes.clone());
-        registry.register("is_leader", "1 if this node leads", metrics.is_leader.clone());
+        registry.register(
+            "leader_changes",
+            "Changes of the known leader",
+            metrics.leader_changes.clone(),
+        );
+        registry.register(
+            "is_leader",
+            "1 if this node leads",
+            metrics.is_leader.clone(),
+        );
         registry.register(
             "wal_fsync_seconds",
             "Latency of a WAL write plus fdatasync",
             metrics.wal_fsync_seconds.clone(),
         );
-        registry.register("wal_bytes", "Bytes of WAL on disk", metrics.wal_bytes.clone());
-        registry.register("http_requests", "HTTP requests", metrics.http_requests.clone());
+        registry.register(
+            "wal_bytes",
+            "Bytes of WAL on disk",
+            metrics.wal_bytes.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests",
+            metrics.http_requests.clone(),
+        );
         registry.register(
             "http_request_seconds",
             "HTTP request latency",
             metrics.http_request_seconds.clone(),
         );
-        registry.register("peer_messages_sent", "Raft messages sent", metrics.peer_messages_sent.clone());
+        registry.register(
+            "peer_messages_sent",
+            "Raft messages sent",
+            metrics.peer_messages_sent.clone(),
+        );
         registry.register(
             "peer_messages_dropped",
             "Raft messages dropped (queue full or send failed)",
             metrics.peer_messages_dropped.clone(),
         );
-        Metrics { registry, ..metrics }
+        Metrics {
+            registry,
+            ..metrics
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -144,7 +179,11 @@ mod tests {
         metrics.wal_fsync_seconds.observe(0.0002);
         metrics
             .http_requests
-            .get_or_create(&HttpLabels { route: "/kv/{*key}".into(), method: "PUT".into(), status: 200 })
+            .get_or_create(&HttpLabels {
+                route: "/kv/{*key}".into(),
+                method: "PUT".into(),
+                status: 200,
+            })
             .inc();
         let text = metrics.encode();
         assert!(text.contains("kvstore_proposals_total 1"), "{text}");

@@ -8,7 +8,11 @@ use std::process::{Command, Output};
 use common::{TestCluster, free_port};
 
 fn kvnode(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kvnode")).args(args).env("RUST_LOG", "error").output().expect("run kvnode")
+    Command::new(env!("CARGO_BIN_EXE_kvnode"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run kvnode")
 }
 
 fn kvctl(seeds: &str, args: &[&str]) -> Output {
@@ -30,11 +34,19 @@ fn stdout(output: &Output) -> String {
 
 /// Asserts a failed run whose stderr is exactly one line containing `expected`.
 fn assert_one_line_failure(output: &Output, expected: &str) {
-    assert!(!output.status.success(), "expected failure, got success: {}", stdout(output));
+    assert!(
+        !output.status.success(),
+        "expected failure, got success: {}",
+        stdout(output)
+    );
     let text = stderr(output);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "want one line, got:\n{text}");
-    assert!(lines[0].contains(expected), "want {expected:?} in {:?}", lines[0]);
+    assert!(
+        lines[0].contains(expected),
+        "want {expected:?} in {:?}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -44,15 +56,35 @@ fn bad_configuration_exits_with_one_line() {
     let data = data.to_str().unwrap();
     let port = free_port().to_string();
     let addr = format!("127.0.0.1:{port}");
-    assert_one_line_failure(&kvnode(&["--id", "n1", "--data", data, "--addr", &addr, "--peers", "n2"]), "ID=URL");
     assert_one_line_failure(
-        &kvnode(&["--id", "n1", "--data", data, "--addr", &addr, "--peers", "n1=http://127.0.0.1:1"]),
+        &kvnode(&[
+            "--id", "n1", "--data", data, "--addr", &addr, "--peers", "n2",
+        ]),
+        "ID=URL",
+    );
+    assert_one_line_failure(
+        &kvnode(&[
+            "--id",
+            "n1",
+            "--data",
+            data,
+            "--addr",
+            &addr,
+            "--peers",
+            "n1=http://127.0.0.1:1",
+        ]),
         "own id",
     );
-    assert_one_line_failure(&kvnode(&["--id", "n1", "--data", data, "--addr", "nowhere"]), "not an address");
+    assert_one_line_failure(
+        &kvnode(&["--id", "n1", "--data", data, "--addr", "nowhere"]),
+        "not an address",
+    );
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
-    assert_one_line_failure(&kvnode(&["--id", "n1", "--data", data, "--addr", &busy_addr]), "cannot listen");
+    assert_one_line_failure(
+        &kvnode(&["--id", "n1", "--data", data, "--addr", &busy_addr]),
+        "cannot listen",
+    );
 }
 
 #[test]
@@ -63,11 +95,29 @@ fn a_data_dir_belongs_to_one_node_and_one_process() {
     let addr = format!("127.0.0.1:{}", free_port());
     let raft = format!("127.0.0.1:{}", free_port());
     // A second process on the same data dir is refused while the first runs.
-    let second = kvnode(&["--id", "n1", "--data", &data, "--addr", &addr, "--raft-addr", &raft]);
+    let second = kvnode(&[
+        "--id",
+        "n1",
+        "--data",
+        &data,
+        "--addr",
+        &addr,
+        "--raft-addr",
+        &raft,
+    ]);
     assert_one_line_failure(&second, "lock");
     cluster.kill(0);
     // Another node id on this data dir is refused.
-    let foreign = kvnode(&["--id", "n7", "--data", &data, "--addr", &addr, "--raft-addr", &raft]);
+    let foreign = kvnode(&[
+        "--id",
+        "n7",
+        "--data",
+        &data,
+        "--addr",
+        &addr,
+        "--raft-addr",
+        &raft,
+    ]);
     assert_one_line_failure(&foreign, "n1");
     // And the rightful owner starts again.
     cluster.restart(0);
@@ -90,11 +140,19 @@ fn kvctl_against_a_cluster() {
     let revision = value["revision"].as_u64().unwrap().to_string();
     let stale_cas = kvctl(&seeds, &["put", "fruit", "pear", "--if-match", "1"]);
     assert_one_line_failure(&stale_cas, "precondition failed");
-    assert!(kvctl(&seeds, &["put", "fruit", "pear", "--if-match", &revision]).status.success());
+    assert!(
+        kvctl(&seeds, &["put", "fruit", "pear", "--if-match", &revision])
+            .status
+            .success()
+    );
     assert_eq!(stdout(&kvctl(&seeds, &["list", "fr"])), "fruit\n");
     let status = stdout(&kvctl(&seeds, &["status"]));
     assert_eq!(status.lines().count(), 4, "{status}");
-    let leaders = status.lines().skip(1).filter(|row| row.split_whitespace().nth(1) == Some("leader")).count();
+    let leaders = status
+        .lines()
+        .skip(1)
+        .filter(|row| row.split_whitespace().nth(1) == Some("leader"))
+        .count();
     assert_eq!(leaders, 1, "{status}");
     let leader = stdout(&kvctl(&seeds, &["leader"]));
     assert!(leader.starts_with('n'), "{leader}");

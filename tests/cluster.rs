@@ -12,16 +12,33 @@ use kvstore::store::Condition;
 use serde_json::Value;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn client(urls: Vec<String>) -> Client {
-    Client::new(urls, Options { timeout: ELECTION_DEADLINE, ..Options::default() })
+    Client::new(
+        urls,
+        Options {
+            timeout: ELECTION_DEADLINE,
+            ..Options::default()
+        },
+    )
 }
 
 /// A client that talks to exactly one node and never retries elsewhere.
 fn direct(url: String, timeout: Duration) -> Client {
-    Client::new(vec![url], Options { timeout, request_timeout: timeout, retry_indeterminate: false })
+    Client::new(
+        vec![url],
+        Options {
+            timeout,
+            request_timeout: timeout,
+            retry_indeterminate: false,
+        },
+    )
 }
 
 fn raw(method: reqwest::Method, url: &str, body: &str) -> (u16, Value) {
@@ -43,7 +60,11 @@ fn exactly_one_leader_is_elected() {
     let mut cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(&[0, 1, 2]);
     let leaders: Vec<usize> = (0..3)
-        .filter(|&index| cluster.status(index).is_some_and(|status| status["state"] == "leader"))
+        .filter(|&index| {
+            cluster
+                .status(index)
+                .is_some_and(|status| status["state"] == "leader")
+        })
         .collect();
     assert_eq!(leaders, vec![leader]);
     let (status, body) = http_get(&format!("{}/health", cluster.url(leader))).expect("health");
@@ -59,18 +80,29 @@ fn write_on_leader_is_readable_everywhere() {
     let leader = cluster.wait_for_leader(&[0, 1, 2]);
     let runtime = runtime();
     let revision = runtime
-        .block_on(direct(cluster.url(leader), ELECTION_DEADLINE).put("greeting", b"hello", Condition::None))
+        .block_on(direct(cluster.url(leader), ELECTION_DEADLINE).put(
+            "greeting",
+            b"hello",
+            Condition::None,
+        ))
         .expect("put on the leader");
     for index in 0..3 {
         let node = direct(cluster.url(index), ELECTION_DEADLINE);
-        let linearizable = runtime.block_on(node.get("greeting", Consistency::Linearizable)).expect("read");
+        let linearizable = runtime
+            .block_on(node.get("greeting", Consistency::Linearizable))
+            .expect("read");
         let linearizable = linearizable.expect("linearizable read sees the acknowledged write");
-        assert_eq!((linearizable.value.as_slice(), linearizable.revision), (&b"hello"[..], revision));
+        assert_eq!(
+            (linearizable.value.as_slice(), linearizable.revision),
+            (&b"hello"[..], revision)
+        );
     }
     cluster.wait_applied(&[0, 1, 2], revision);
     for index in 0..3 {
         let node = direct(cluster.url(index), ELECTION_DEADLINE);
-        let stale = runtime.block_on(node.get("greeting", Consistency::Stale)).expect("stale read");
+        let stale = runtime
+            .block_on(node.get("greeting", Consistency::Stale))
+            .expect("stale read");
         assert_eq!(stale.expect("applied everywhere").value, b"hello");
     }
 }
@@ -80,14 +112,19 @@ fn write_on_follower_gets_not_leader_with_hint() {
     let mut cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(&[0, 1, 2]);
     let follower = (leader + 1) % 3;
-    let (status, body) = raw(reqwest::Method::PUT, &format!("{}/kv/k", cluster.url(follower)), "v");
+    let (status, body) = raw(
+        reqwest::Method::PUT,
+        &format!("{}/kv/k", cluster.url(follower)),
+        "v",
+    );
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["ok"], false);
     assert_eq!(body["error"], "not_leader");
     assert_eq!(body["leaderId"], cluster.nodes[leader].id);
     assert_eq!(body["leader"], cluster.url(leader));
     // The client follows the hint.
-    let revision = runtime().block_on(client(vec![cluster.url(follower)]).put("k", b"v", Condition::None));
+    let revision =
+        runtime().block_on(client(vec![cluster.url(follower)]).put("k", b"v", Condition::None));
     assert!(revision.is_ok(), "{revision:?}");
 }
 
@@ -98,17 +135,33 @@ fn killed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
     let runtime = runtime();
     let client = client(cluster.urls());
     for number in 0..20 {
-        runtime.block_on(client.put(&format!("key{number}"), format!("v{number}").as_bytes(), Condition::None)).unwrap();
+        runtime
+            .block_on(client.put(
+                &format!("key{number}"),
+                format!("v{number}").as_bytes(),
+                Condition::None,
+            ))
+            .unwrap();
     }
     let old_term = cluster.status(leader).unwrap()["term"].as_u64().unwrap();
     cluster.kill(leader);
     let survivors: Vec<usize> = (0..3).filter(|&index| index != leader).collect();
     let new_leader = cluster.wait_for_leader(&survivors);
     assert_ne!(new_leader, leader);
-    assert!(cluster.status(new_leader).unwrap()["term"].as_u64().unwrap() > old_term);
+    assert!(
+        cluster.status(new_leader).unwrap()["term"]
+            .as_u64()
+            .unwrap()
+            > old_term
+    );
     for number in 0..20 {
-        let found = runtime.block_on(client.get(&format!("key{number}"), Consistency::Linearizable)).unwrap();
-        assert_eq!(found.expect("acknowledged write survives").value, format!("v{number}").as_bytes());
+        let found = runtime
+            .block_on(client.get(&format!("key{number}"), Consistency::Linearizable))
+            .unwrap();
+        assert_eq!(
+            found.expect("acknowledged write survives").value,
+            format!("v{number}").as_bytes()
+        );
     }
 }
 
@@ -117,25 +170,40 @@ fn entries_of_an_isolated_old_leader_are_discarded() {
     let mut cluster = TestCluster::start(3);
     let old_leader = cluster.wait_for_leader(&[0, 1, 2]);
     let runtime = runtime();
-    runtime.block_on(client(cluster.urls()).put("k", b"before", Condition::None)).unwrap();
+    runtime
+        .block_on(client(cluster.urls()).put("k", b"before", Condition::None))
+        .unwrap();
     cluster.isolate(old_leader);
     // The isolated leader accepts the proposal but can never commit it.
-    let lost = runtime.block_on(direct(cluster.url(old_leader), Duration::from_millis(1500)).put(
-        "k",
-        b"from-isolated-leader",
-        Condition::None,
-    ));
-    assert!(matches!(lost, Err(ClientError::Indeterminate(_) | ClientError::Unavailable(_))), "{lost:?}");
+    let lost = runtime.block_on(
+        direct(cluster.url(old_leader), Duration::from_millis(1500)).put(
+            "k",
+            b"from-isolated-leader",
+            Condition::None,
+        ),
+    );
+    assert!(
+        matches!(
+            lost,
+            Err(ClientError::Indeterminate(_) | ClientError::Unavailable(_))
+        ),
+        "{lost:?}"
+    );
     let majority: Vec<usize> = (0..3).filter(|&index| index != old_leader).collect();
     let new_leader = cluster.wait_for_leader(&majority);
     let revision = runtime
-        .block_on(direct(cluster.url(new_leader), ELECTION_DEADLINE).put("k", b"after", Condition::None))
+        .block_on(direct(cluster.url(new_leader), ELECTION_DEADLINE).put(
+            "k",
+            b"after",
+            Condition::None,
+        ))
         .unwrap();
     cluster.heal();
     cluster.wait_for_leader(&[0, 1, 2]);
     cluster.wait_applied(&[0, 1, 2], revision);
     for index in 0..3 {
-        let value = runtime.block_on(direct(cluster.url(index), ELECTION_DEADLINE).get("k", Consistency::Stale));
+        let value = runtime
+            .block_on(direct(cluster.url(index), ELECTION_DEADLINE).get("k", Consistency::Stale));
         assert_eq!(value.unwrap().unwrap().value, b"after", "node {index}");
     }
 }
@@ -150,11 +218,17 @@ fn follower_that_was_down_catches_up() {
     let client = client(cluster.urls());
     let mut last = 0;
     for number in 0..50 {
-        last = runtime.block_on(client.put(&format!("k{number}"), b"x", Condition::None)).unwrap();
+        last = runtime
+            .block_on(client.put(&format!("k{number}"), b"x", Condition::None))
+            .unwrap();
     }
     cluster.restart(follower);
     cluster.wait_applied(&[follower], last);
-    let keys = runtime.block_on(direct(cluster.url(follower), ELECTION_DEADLINE).list("k", 100, Consistency::Stale));
+    let keys = runtime.block_on(direct(cluster.url(follower), ELECTION_DEADLINE).list(
+        "k",
+        100,
+        Consistency::Stale,
+    ));
     assert_eq!(keys.unwrap().len(), 50);
 }
 
@@ -163,20 +237,42 @@ fn without_quorum_writes_fail_and_nothing_commits_until_a_node_returns() {
     let mut cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(&[0, 1, 2]);
     let runtime = runtime();
-    runtime.block_on(client(cluster.urls()).put("a", b"1", Condition::None)).unwrap();
+    runtime
+        .block_on(client(cluster.urls()).put("a", b"1", Condition::None))
+        .unwrap();
     let down: Vec<usize> = (0..3).filter(|&index| index != leader).collect();
     for &index in &down {
         cluster.kill(index);
     }
-    let commit_before = cluster.status(leader).unwrap()["commitIndex"].as_u64().unwrap();
-    let failed = runtime.block_on(direct(cluster.url(leader), Duration::from_secs(2)).put("b", b"2", Condition::None));
-    assert!(failed.is_err(), "a write without quorum must not be acknowledged: {failed:?}");
-    let (status, body) = raw(reqwest::Method::PUT, &format!("{}/kv/c", cluster.url(leader)), "3");
+    let commit_before = cluster.status(leader).unwrap()["commitIndex"]
+        .as_u64()
+        .unwrap();
+    let failed = runtime.block_on(direct(cluster.url(leader), Duration::from_secs(2)).put(
+        "b",
+        b"2",
+        Condition::None,
+    ));
+    assert!(
+        failed.is_err(),
+        "a write without quorum must not be acknowledged: {failed:?}"
+    );
+    let (status, body) = raw(
+        reqwest::Method::PUT,
+        &format!("{}/kv/c", cluster.url(leader)),
+        "3",
+    );
     assert!(status == 503 || status == 409, "{status} {body}");
-    let commit_after = cluster.status(leader).unwrap()["commitIndex"].as_u64().unwrap();
-    assert_eq!(commit_before, commit_after, "nothing commits without a quorum");
+    let commit_after = cluster.status(leader).unwrap()["commitIndex"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        commit_before, commit_after,
+        "nothing commits without a quorum"
+    );
     cluster.restart(down[0]);
-    let revision = runtime.block_on(client(cluster.urls()).put("d", b"4", Condition::None)).expect("recovers");
+    let revision = runtime
+        .block_on(client(cluster.urls()).put("d", b"4", Condition::None))
+        .expect("recovers");
     assert!(revision > commit_after);
 }
 
@@ -187,7 +283,13 @@ fn all_nodes_killed_and_restarted_keep_every_acknowledged_write() {
     let runtime = runtime();
     let client = client(cluster.urls());
     for number in 0..30 {
-        runtime.block_on(client.put(&format!("durable{number}"), format!("{number}").as_bytes(), Condition::None)).unwrap();
+        runtime
+            .block_on(client.put(
+                &format!("durable{number}"),
+                format!("{number}").as_bytes(),
+                Condition::None,
+            ))
+            .unwrap();
     }
     for index in 0..3 {
         cluster.kill(index);
@@ -197,8 +299,13 @@ fn all_nodes_killed_and_restarted_keep_every_acknowledged_write() {
     }
     cluster.wait_for_leader(&[0, 1, 2]);
     for number in 0..30 {
-        let found = runtime.block_on(client.get(&format!("durable{number}"), Consistency::Linearizable)).unwrap();
-        assert_eq!(found.expect("survives a full crash").value, format!("{number}").as_bytes());
+        let found = runtime
+            .block_on(client.get(&format!("durable{number}"), Consistency::Linearizable))
+            .unwrap();
+        assert_eq!(
+            found.expect("survives a full crash").value,
+            format!("{number}").as_bytes()
+        );
     }
 }
 
@@ -208,24 +315,48 @@ fn racing_conditional_writes_have_one_winner() {
     cluster.wait_for_leader(&[0, 1, 2]);
     let runtime = runtime();
     let urls = cluster.urls();
-    let revision = runtime.block_on(client(urls.clone()).put("counter", b"0", Condition::None)).unwrap();
+    let revision = runtime
+        .block_on(client(urls.clone()).put("counter", b"0", Condition::None))
+        .unwrap();
     for round in 0..5 {
         let (one, two) = (client(urls.clone()), client(urls.clone()));
         let current = revision_of(&runtime, &one, "counter");
+        let (value_one, value_two) = (format!("a{round}"), format!("b{round}"));
         let (first, second) = runtime.block_on(async {
             tokio::join!(
-                one.put("counter", format!("a{round}").as_bytes(), Condition::Revision(current)),
-                two.put("counter", format!("b{round}").as_bytes(), Condition::Revision(current)),
+                one.put(
+                    "counter",
+                    value_one.as_bytes(),
+                    Condition::Revision(current)
+                ),
+                two.put(
+                    "counter",
+                    value_two.as_bytes(),
+                    Condition::Revision(current)
+                ),
             )
         });
-        let winners = [&first, &second].iter().filter(|result| result.is_ok()).count();
+        let winners = [&first, &second]
+            .iter()
+            .filter(|result| result.is_ok())
+            .count();
         assert_eq!(winners, 1, "round {round}: {first:?} {second:?}");
         let loser = if first.is_ok() { second } else { first };
-        assert!(matches!(loser, Err(ClientError::PreconditionFailed { current: Some(_) })), "{loser:?}");
+        assert!(
+            matches!(
+                loser,
+                Err(ClientError::PreconditionFailed { current: Some(_) })
+            ),
+            "{loser:?}"
+        );
     }
     assert!(revision > 0);
 }
 
 fn revision_of(runtime: &tokio::runtime::Runtime, client: &Client, key: &str) -> u64 {
-    runtime.block_on(client.get(key, Consistency::Linearizable)).unwrap().expect("key exists").revision
+    runtime
+        .block_on(client.get(key, Consistency::Linearizable))
+        .unwrap()
+        .expect("key exists")
+        .revision
 }

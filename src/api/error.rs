@@ -24,7 +24,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error with no extra fields.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), extra: Map::new() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: Map::new(),
+        }
     }
 
     /// `400 bad_request`.
@@ -66,9 +71,11 @@ impl ApiError {
                 "node is shutting down; a write in flight may or may not have been applied",
             ),
             Error::InvalidInput(message) => ApiError::bad_request(message),
-            other => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string())
-            }
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
         }
     }
 }

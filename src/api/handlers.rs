@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -111,7 +111,9 @@ fn path_key(api: &Api, path: Result<Path<String>, PathRejection>) -> Result<Stri
 }
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query.map(|Query(query)| query).map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+    query
+        .map(|Query(query)| query)
+        .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -132,17 +134,21 @@ fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
     };
     match (text(header::IF_MATCH)?, text(header::IF_NONE_MATCH)?) {
         (None, None) => Ok(Condition::None),
-        (Some(_), Some(_)) => Err(ApiError::bad_request("use either If-Match or If-None-Match")),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "use either If-Match or If-None-Match",
+        )),
         (Some(tag), None) if tag == "*" => Ok(Condition::Present),
         (Some(tag), None) => tag
             .trim_matches('"')
             .parse()
             .map(Condition::Revision)
-            .map_err(|_| ApiError::bad_request(format!("If-Match {tag:?} is not a revision like \"42\""))),
+            .map_err(|_| {
+                ApiError::bad_request(format!("If-Match {tag:?} is not a revision like \"42\""))
+            }),
         (None, Some(tag)) if tag == "*" => Ok(Condition::Absent),
-        (None, Some(tag)) => {
-            Err(ApiError::bad_request(format!("If-None-Match {tag:?}: only * is supported on writes")))
-        }
+        (None, Some(tag)) => Err(ApiError::bad_request(format!(
+            "If-None-Match {tag:?}: only * is supported on writes"
+        ))),
     }
 }
 
@@ -157,12 +163,16 @@ pub async fn kv_get(
     read: Result<Query<ReadQuery>, QueryRejection>,
 ) -> ApiResult {
     let key = path_key(&api, path)?;
-    api.read_barrier(query(read)?.consistency.as_deref()).await?;
+    api.read_barrier(query(read)?.consistency.as_deref())
+        .await?;
     let found = api.node.store().get(&key).cloned();
     let versioned = found.ok_or_else(|| ApiError::not_found(format!("key {key:?} not found")))?;
     let headers = [
         (header::ETAG, etag(versioned.revision)),
-        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ),
     ];
     Ok((headers, versioned.value).into_response())
 }
@@ -178,7 +188,11 @@ pub async fn kv_put(
     let condition = condition(&headers)?;
     let value = body_bytes(body)?;
     api.check_value(&value)?;
-    let command = Command::Put { key: key.clone(), value: value.to_vec(), condition };
+    let command = Command::Put {
+        key: key.clone(),
+        value: value.to_vec(),
+        condition,
+    };
     let Outcome::Put { revision } = api.write(command).await? else {
         unreachable!("a put that passed its condition yields Outcome::Put")
     };
@@ -199,7 +213,10 @@ pub async fn kv_delete(
 }
 
 async fn delete(api: &Api, key: &str, condition: Condition) -> Result<bool, ApiError> {
-    let command = Command::Delete { key: key.to_string(), condition };
+    let command = Command::Delete {
+        key: key.to_string(),
+        condition,
+    };
     match api.write(command).await? {
         Outcome::Deleted { existed } => Ok(existed),
         other => unreachable!("a delete that passed its condition yields Deleted, not {other:?}"),
@@ -207,7 +224,10 @@ async fn delete(api: &Api, key: &str, condition: Condition) -> Result<bool, ApiE
 }
 
 /// `GET /kv?prefix=P&limit=N`: keys in order.
-pub async fn list(State(api): State<Api>, list: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
+pub async fn list(
+    State(api): State<Api>,
+    list: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult {
     let list = query(list)?;
     let limit = list.limit.unwrap_or(api.limits.list_keys_max);
     if limit == 0 || limit > api.limits.list_keys_max {
@@ -226,16 +246,19 @@ pub async fn empty_key() -> ApiError {
     ApiError::bad_request("key must not be empty: use /kv/{key}")
 }
 
-/// `PUT /set {"key","value"}`.
-pub async fn json_set(State(api): State<Api>, body: Result<Json<SetRequest>, JsonRejection>) -> ApiResult {
-    let Json(request) = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(rejection.body_text()),
-        _ => ApiError::bad_request(rejection.body_text()),
-    })?;
+/// `PUT /set {"key","value"}`. The body is parsed as JSON whatever its `Content-Type`
+/// says, since `curl -d` sends form encoding unless told otherwise.
+pub async fn json_set(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let body = body_bytes(body)?;
+    let request: SetRequest = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?;
     api.check_key(&request.key)?;
     api.check_value(request.value.as_bytes())?;
-    let command =
-        Command::Put { key: request.key.clone(), value: request.value.into_bytes(), condition: Condition::None };
+    let command = Command::Put {
+        key: request.key.clone(),
+        value: request.value.into_bytes(),
+        condition: Condition::None,
+    };
     api.write(command).await?;
     Ok(Json(json!({"ok": true, "message": "stored", "key": request.key})).into_response())
 }
@@ -247,7 +270,10 @@ fn required_key(api: &Api, key: Option<String>) -> Result<String, ApiError> {
 }
 
 /// `GET /get?key=K`.
-pub async fn json_get(State(api): State<Api>, params: Result<Query<KeyQuery>, QueryRejection>) -> ApiResult {
+pub async fn json_get(
+    State(api): State<Api>,
+    params: Result<Query<KeyQuery>, QueryRejection>,
+) -> ApiResult {
     let params = query(params)?;
     let key = required_key(&api, params.key)?;
     api.read_barrier(params.consistency.as_deref()).await?;
@@ -265,17 +291,27 @@ pub async fn json_get(State(api): State<Api>, params: Result<Query<KeyQuery>, Qu
 }
 
 /// `DELETE /delete?key=K`.
-pub async fn json_delete(State(api): State<Api>, params: Result<Query<KeyQuery>, QueryRejection>) -> ApiResult {
+pub async fn json_delete(
+    State(api): State<Api>,
+    params: Result<Query<KeyQuery>, QueryRejection>,
+) -> ApiResult {
     let key = required_key(&api, query(params)?.key)?;
     let existed = delete(&api, &key, Condition::None).await?;
-    Ok(Json(json!({"ok": true, "message": "deleted", "key": key, "deleted": existed})).into_response())
+    Ok(
+        Json(json!({"ok": true, "message": "deleted", "key": key, "deleted": existed}))
+            .into_response(),
+    )
 }
 
 /// `GET /health`: 200 while the node runs, 503 once its driver has stopped.
 pub async fn health(State(api): State<Api>) -> ApiResult {
     let status = api.node.status();
     if let Some(reason) = status.failed {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", reason));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            reason,
+        ));
     }
     let body = json!({
         "ok": true,
@@ -290,7 +326,11 @@ pub async fn health(State(api): State<Api>) -> ApiResult {
 /// `GET /metrics`: Prometheus (OpenMetrics) text.
 pub async fn metrics(State(api): State<Api>) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(header::CONTENT_TYPE, content_type)], api.node.metrics.encode()).into_response()
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        api.node.metrics.encode(),
+    )
+        .into_response()
 }
 
 /// Any other path.

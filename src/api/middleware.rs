@@ -11,7 +11,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 
 use super::{Api, ApiError};
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
@@ -22,10 +24,18 @@ const JSON_OVERHEAD_BYTES_MAX: usize = 64 * 1024;
 
 /// Wraps the routes in all middleware. The first layer added is the innermost.
 pub fn apply(routes: Router, api: &Api) -> Router {
-    let body_bytes_max = api.limits.value_bytes_max + api.limits.key_bytes_max + JSON_OVERHEAD_BYTES_MAX;
+    let body_bytes_max =
+        api.limits.value_bytes_max + api.limits.key_bytes_max + JSON_OVERHEAD_BYTES_MAX;
     routes
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn_with_state(api.node.metrics.clone(), observe))
+        .layer(axum::middleware::from_fn_with_state(
+            body_bytes_max,
+            refuse_oversized,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            api.node.metrics.clone(),
+            observe,
+        ))
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
@@ -44,7 +54,10 @@ impl RequestIds {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.subsec_nanos());
-        RequestIds { prefix: nanos ^ std::process::id().rotate_left(16), counter: Arc::default() }
+        RequestIds {
+            prefix: nanos ^ std::process::id().rotate_left(16),
+            counter: Arc::default(),
+        }
     }
 }
 
@@ -61,10 +74,10 @@ async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Ne
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |matched| matched.as_str().to_string());
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || "unmatched".to_string(),
+        |matched| matched.as_str().to_string(),
+    );
     let request_id = request
         .headers()
         .get("x-request-id")
@@ -76,9 +89,16 @@ async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Ne
     let status = response.status().as_u16();
     metrics
         .http_requests
-        .get_or_create(&HttpLabels { route: route.clone(), method: method.to_string(), status })
+        .get_or_create(&HttpLabels {
+            route: route.clone(),
+            method: method.to_string(),
+            status,
+        })
         .inc();
-    metrics.http_request_seconds.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+    metrics
+        .http_request_seconds
+        .get_or_create(&RouteLabels { route })
+        .observe(elapsed.as_secs_f64());
     tracing::info!(
         target: "kvstore::access",
         request_id = %request_id,
@@ -90,6 +110,27 @@ async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Ne
     response
 }
 
+/// Refuses a body whose announced `Content-Length` is over the limit before reading any of
+/// it (the extractors' limit still catches chunked bodies while they are read).
+async fn refuse_oversized(
+    State(body_bytes_max): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    match announced {
+        Some(length) if length > body_bytes_max as u64 => ApiError::too_large(format!(
+            "request body is {length} bytes; the limit is {body_bytes_max} bytes"
+        ))
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     let detail = panic
         .downcast_ref::<String>()
@@ -97,5 +138,10 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
         .unwrap_or_else(|| "unknown panic".to_string());
     tracing::error!(%detail, "request handler panicked");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("internal error: {detail}")).into_response()
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("internal error: {detail}"),
+    )
+    .into_response()
 }

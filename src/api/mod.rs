@@ -79,17 +79,30 @@ pub struct Api {
 
 /// The client-port router with all middleware.
 pub fn router(node: NodeHandle, limits: Limits) -> Router {
-    let api = Api { node: node.clone(), limits: Arc::new(limits) };
+    let api = Api {
+        node: node.clone(),
+        limits: Arc::new(limits),
+    };
     let routes = Router::new()
         .route("/kv", get(handlers::list))
-        .route("/kv/", get(handlers::empty_key).put(handlers::empty_key).delete(handlers::empty_key))
+        .route(
+            "/kv/",
+            get(handlers::empty_key)
+                .put(handlers::empty_key)
+                .delete(handlers::empty_key),
+        )
         .route(
             "/kv/{*key}",
-            get(handlers::kv_get).put(handlers::kv_put).delete(handlers::kv_delete),
+            get(handlers::kv_get)
+                .put(handlers::kv_put)
+                .delete(handlers::kv_delete),
         )
         .route("/set", put(handlers::json_set).post(handlers::json_set))
         .route("/get", get(handlers::json_get))
-        .route("/delete", axum::routing::delete(handlers::json_delete).post(handlers::json_delete))
+        .route(
+            "/delete",
+            axum::routing::delete(handlers::json_delete).post(handlers::json_delete),
+        )
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
         .with_state(api.clone())

@@ -12,7 +12,10 @@ pub fn status_router(node: NodeHandle) -> Router {
     Router::new()
         .route("/raft/leader", get(leader))
         .route("/raft/state", get(state))
-        .route("/raft/status", get(|State(node): State<NodeHandle>| async move { Json(status_json(&node)) }))
+        .route(
+            "/raft/status",
+            get(|State(node): State<NodeHandle>| async move { Json(status_json(&node)) }),
+        )
         .with_state(node)
 }
 
@@ -24,7 +27,9 @@ async fn leader(State(node): State<NodeHandle>) -> Json<Value> {
 
 async fn state(State(node): State<NodeHandle>) -> Json<Value> {
     let (role, term, leader) = node.role_term_leader();
-    Json(json!({"ok": true, "id": node.id(), "state": role.to_string(), "term": term, "leaderId": leader}))
+    Json(
+        json!({"ok": true, "id": node.id(), "state": role.to_string(), "term": term, "leaderId": leader}),
+    )
 }
 
 /// The `/raft/status` document (field names as in ARCHITECTURE.md).
@@ -52,10 +57,16 @@ pub fn status_json(node: &NodeHandle) -> Value {
         "failed": status.failed,
     });
     if !raft.progress.is_empty() {
-        let next: Map<String, Value> =
-            raft.progress.iter().map(|(peer, progress)| (peer.clone(), json!(progress.next_index))).collect();
-        let matched: Map<String, Value> =
-            raft.progress.iter().map(|(peer, progress)| (peer.clone(), json!(progress.match_index))).collect();
+        let next: Map<String, Value> = raft
+            .progress
+            .iter()
+            .map(|(peer, progress)| (peer.clone(), json!(progress.next_index)))
+            .collect();
+        let matched: Map<String, Value> = raft
+            .progress
+            .iter()
+            .map(|(peer, progress)| (peer.clone(), json!(progress.match_index)))
+            .collect();
         body["nextIndex"] = Value::Object(next);
         body["matchIndex"] = Value::Object(matched);
     }

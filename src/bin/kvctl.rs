@@ -86,11 +86,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.seeds.is_empty() || !(cli.timeout > 0.0) {
+    if cli.seeds.is_empty() || !cli.timeout.is_finite() || cli.timeout <= 0.0 {
         eprintln!("kvctl: error: need at least one seed and a positive --timeout");
         return ExitCode::FAILURE;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -112,7 +114,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> Result<String, String> {
     let timeout = Duration::from_secs_f64(cli.timeout);
-    let options = Options { timeout, request_timeout: timeout, ..Options::default() };
+    let options = Options {
+        timeout,
+        request_timeout: timeout,
+        ..Options::default()
+    };
     let client = Client::new(cli.seeds.clone(), options);
     let text = |error: ClientError| error.to_string();
     match &cli.command {
@@ -121,12 +127,21 @@ async fn run(cli: &Cli) -> Result<String, String> {
             let versioned = found.ok_or_else(|| format!("key {key:?} not found"))?;
             if cli.json {
                 let value = String::from_utf8_lossy(&versioned.value);
-                return Ok(line(json!({"key": key, "value": value, "revision": versioned.revision})));
+                return Ok(line(
+                    json!({"key": key, "value": value, "revision": versioned.revision}),
+                ));
             }
-            std::io::stdout().write_all(&versioned.value).map_err(|error| error.to_string())?;
+            std::io::stdout()
+                .write_all(&versioned.value)
+                .map_err(|error| error.to_string())?;
             Ok("\n".into())
         }
-        Command::Put { key, value, if_match, if_absent } => {
+        Command::Put {
+            key,
+            value,
+            if_match,
+            if_absent,
+        } => {
             let value = read_value(value)?;
             let condition = match (if_match, if_absent) {
                 (Some(revision), _) => Condition::Revision(*revision),
@@ -134,29 +149,56 @@ async fn run(cli: &Cli) -> Result<String, String> {
                 (None, false) => Condition::None,
             };
             let revision = client.put(key, &value, condition).await.map_err(text)?;
-            Ok(output(cli.json, json!({"key": key, "revision": revision}), format!("OK revision {revision}\n")))
+            Ok(output(
+                cli.json,
+                json!({"key": key, "revision": revision}),
+                format!("OK revision {revision}\n"),
+            ))
         }
         Command::Del { key, if_match } => {
             let condition = if_match.map_or(Condition::None, Condition::Revision);
             let existed = client.delete(key, condition).await.map_err(text)?;
-            let human = if existed { "deleted\n" } else { "not found (nothing deleted)\n" };
-            Ok(output(cli.json, json!({"key": key, "deleted": existed}), human.into()))
+            let human = if existed {
+                "deleted\n"
+            } else {
+                "not found (nothing deleted)\n"
+            };
+            Ok(output(
+                cli.json,
+                json!({"key": key, "deleted": existed}),
+                human.into(),
+            ))
         }
-        Command::List { prefix, limit, stale } => {
-            let keys = client.list(prefix, *limit, consistency(*stale)).await.map_err(text)?;
+        Command::List {
+            prefix,
+            limit,
+            stale,
+        } => {
+            let keys = client
+                .list(prefix, *limit, consistency(*stale))
+                .await
+                .map_err(text)?;
             let human: String = keys.iter().map(|key| format!("{key}\n")).collect();
             Ok(output(cli.json, json!({"keys": keys}), human))
         }
         Command::Status => status(&client, cli.json).await,
         Command::Leader => {
             let (id, url) = client.leader().await.map_err(text)?;
-            Ok(output(cli.json, json!({"leaderId": id, "leader": url}), format!("{id} {url}\n")))
+            Ok(output(
+                cli.json,
+                json!({"leaderId": id, "leader": url}),
+                format!("{id} {url}\n"),
+            ))
         }
     }
 }
 
 fn consistency(stale: bool) -> Consistency {
-    if stale { Consistency::Stale } else { Consistency::Linearizable }
+    if stale {
+        Consistency::Stale
+    } else {
+        Consistency::Linearizable
+    }
 }
 
 fn read_value(value: &str) -> Result<Vec<u8>, String> {
@@ -164,7 +206,9 @@ fn read_value(value: &str) -> Result<Vec<u8>, String> {
         return Ok(value.as_bytes().to_vec());
     }
     let mut bytes = Vec::new();
-    std::io::stdin().read_to_end(&mut bytes).map_err(|error| format!("reading stdin: {error}"))?;
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .map_err(|error| format!("reading stdin: {error}"))?;
     Ok(bytes)
 }
 
@@ -202,7 +246,10 @@ async fn status(client: &Client, json: bool) -> Result<String, String> {
     for row in &rows {
         let url = row["url"].as_str().unwrap_or("");
         let Some(status) = row.get("status") else {
-            table.push_str(&format!("{:<8} {:<10} {:>6} {:<8} {:>10} {:>10} {:>10}  {url}\n", "?", "unreachable", "-", "-", "-", "-", "-"));
+            table.push_str(&format!(
+                "{:<8} {:<10} {:>6} {:<8} {:>10} {:>10} {:>10}  {url}\n",
+                "?", "unreachable", "-", "-", "-", "-", "-"
+            ));
             continue;
         };
         let field = |name: &str| match &status[name] {

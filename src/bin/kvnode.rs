@@ -12,14 +12,19 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let resolved = match config::resolve(&args, |name| std::env::var(name).ok()) {
         Ok(resolved) => resolved,
         Err(reason) => return fail(&reason),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}")),
     };
@@ -49,7 +54,8 @@ async fn run(resolved: config::Resolved, test_faults: bool) -> Result<(), String
         "kvnode started"
     );
     let deliver_handle = handle.clone();
-    let deliver: transport::Deliver = std::sync::Arc::new(move |message| deliver_handle.deliver(message));
+    let deliver: transport::Deliver =
+        std::sync::Arc::new(move |message| deliver_handle.deliver(message));
     let status = api::status_router(handle.clone());
     let raft_router = transport::router(handle.directory.clone(), deliver, status, test_faults);
     let client_router = api::router(handle.clone(), resolved.limits.clone());
@@ -85,7 +91,9 @@ async fn run(resolved: config::Resolved, test_faults: bool) -> Result<(), String
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).await.map_err(|error| format!("cannot listen on {addr} ({what} port): {error}"))
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| format!("cannot listen on {addr} ({what} port): {error}"))
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -118,15 +118,26 @@ impl Answer {
 
     fn error(&self) -> ClientError {
         let json = self.json();
-        let text = |name: &str| json.get(name).and_then(Value::as_str).unwrap_or("").to_string();
+        let text = |name: &str| {
+            json.get(name)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         if self.status == StatusCode::PRECONDITION_FAILED {
-            return ClientError::PreconditionFailed { current: json.get("revision").and_then(Value::as_u64) };
+            return ClientError::PreconditionFailed {
+                current: json.get("revision").and_then(Value::as_u64),
+            };
         }
         let message = match text("message") {
             message if message.is_empty() => String::from_utf8_lossy(&self.body).into_owned(),
             message => message,
         };
-        ClientError::Rejected { status: self.status.as_u16(), code: text("error"), message }
+        ClientError::Rejected {
+            status: self.status.as_u16(),
+            code: text("error"),
+            message,
+        }
     }
 }
 
@@ -146,8 +157,16 @@ impl Client {
             .timeout(options.request_timeout)
             .build()
             .expect("building an HTTP client without TLS cannot fail");
-        let seeds = seeds.into_iter().map(|seed| seed.trim_end_matches('/').to_string()).collect();
-        Client { seeds, http, options, preferred: Mutex::new(None) }
+        let seeds = seeds
+            .into_iter()
+            .map(|seed| seed.trim_end_matches('/').to_string())
+            .collect();
+        Client {
+            seeds,
+            http,
+            options,
+            preferred: Mutex::new(None),
+        }
     }
 
     /// The seeds this client was made with.
@@ -156,24 +175,48 @@ impl Client {
     }
 
     /// Stores `value` under `key`; returns the new revision.
-    pub async fn put(&self, key: &str, value: &[u8], condition: Condition) -> Result<u64, ClientError> {
+    pub async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        condition: Condition,
+    ) -> Result<u64, ClientError> {
         let path = format!("/kv/{}", encode_key(key));
-        let answer = self.send(Method::PUT, &path, condition_headers(condition), value.to_vec(), true).await?;
-        answer.json().get("revision").and_then(Value::as_u64).ok_or_else(|| ClientError::Rejected {
-            status: answer.status.as_u16(),
-            code: "bad_response".into(),
-            message: "no revision in the answer".into(),
-        })
+        let answer = self
+            .send(
+                Method::PUT,
+                &path,
+                condition_headers(condition),
+                value.to_vec(),
+                true,
+            )
+            .await?;
+        answer
+            .json()
+            .get("revision")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| ClientError::Rejected {
+                status: answer.status.as_u16(),
+                code: "bad_response".into(),
+                message: "no revision in the answer".into(),
+            })
     }
 
     /// Reads `key`; `None` if it does not exist.
-    pub async fn get(&self, key: &str, consistency: Consistency) -> Result<Option<Versioned>, ClientError> {
+    pub async fn get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<Versioned>, ClientError> {
         let mut path = format!("/kv/{}", encode_key(key));
         if consistency == Consistency::Stale {
             path.push_str("?consistency=stale");
         }
         match self.send(Method::GET, &path, vec![], vec![], false).await {
-            Ok(answer) => Ok(Some(Versioned { revision: answer.etag.unwrap_or(0), value: answer.body })),
+            Ok(answer) => Ok(Some(Versioned {
+                revision: answer.etag.unwrap_or(0),
+                value: answer.body,
+            })),
             Err(ClientError::Rejected { status: 404, .. }) => Ok(None),
             Err(error) => Err(error),
         }
@@ -182,19 +225,44 @@ impl Client {
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, key: &str, condition: Condition) -> Result<bool, ClientError> {
         let path = format!("/kv/{}", encode_key(key));
-        let answer = self.send(Method::DELETE, &path, condition_headers(condition), vec![], true).await?;
-        Ok(answer.json().get("deleted").and_then(Value::as_bool).unwrap_or(false))
+        let answer = self
+            .send(
+                Method::DELETE,
+                &path,
+                condition_headers(condition),
+                vec![],
+                true,
+            )
+            .await?;
+        Ok(answer
+            .json()
+            .get("deleted")
+            .and_then(Value::as_bool)
+            .unwrap_or(false))
     }
 
     /// Keys starting with `prefix`, in order, at most `limit`.
-    pub async fn list(&self, prefix: &str, limit: usize, consistency: Consistency) -> Result<Vec<String>, ClientError> {
+    pub async fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<Vec<String>, ClientError> {
         let mut path = format!("/kv?prefix={}&limit={limit}", encode_key(prefix));
         if consistency == Consistency::Stale {
             path.push_str("&consistency=stale");
         }
         let answer = self.send(Method::GET, &path, vec![], vec![], false).await?;
-        let keys = answer.json().get("keys").and_then(Value::as_array).cloned().unwrap_or_default();
-        Ok(keys.iter().filter_map(|key| key.as_str().map(str::to_string)).collect())
+        let keys = answer
+            .json()
+            .get("keys")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok(keys
+            .iter()
+            .filter_map(|key| key.as_str().map(str::to_string))
+            .collect())
     }
 
     /// The leader's id and client URL, asking the seeds until one knows.
@@ -251,7 +319,11 @@ impl Client {
             match attempt {
                 Attempt::Done(answer) => {
                     *self.preferred.lock().expect("client lock poisoned") = Some(target);
-                    return if answer.status.is_success() { Ok(answer) } else { Err(answer.error()) };
+                    return if answer.status.is_success() {
+                        Ok(answer)
+                    } else {
+                        Err(answer.error())
+                    };
                 }
                 Attempt::Redirect(leader) if redirects < REDIRECTS_MAX => {
                     redirects += 1;
@@ -263,14 +335,21 @@ impl Client {
                     last_problem = format!("{target}: hint to {leader} kept bouncing");
                     redirects = 0;
                 }
-                Attempt::Indeterminate(problem) if is_write && !self.options.retry_indeterminate => {
+                Attempt::Indeterminate(problem)
+                    if is_write && !self.options.retry_indeterminate =>
+                {
                     return Err(ClientError::Indeterminate(problem));
                 }
-                Attempt::Indeterminate(problem) | Attempt::RetryElsewhere(problem) => last_problem = problem,
+                Attempt::Indeterminate(problem) | Attempt::RetryElsewhere(problem) => {
+                    last_problem = problem
+                }
             }
             seed_turn += 1;
             target = self.seeds[seed_turn % self.seeds.len()].clone();
-            tokio::time::sleep(backoff.min(deadline.saturating_duration_since(tokio::time::Instant::now()))).await;
+            tokio::time::sleep(
+                backoff.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+            )
+            .await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
         Err(ClientError::Unavailable(last_problem))
@@ -329,7 +408,12 @@ fn classify(target: &str, answer: Answer) -> Attempt {
             }
         }
         StatusCode::SERVICE_UNAVAILABLE => {
-            let message = answer.json().get("message").and_then(Value::as_str).unwrap_or("").to_string();
+            let message = answer
+                .json()
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             Attempt::Indeterminate(format!("{target}: 503 {message}"))
         }
         _ => Attempt::Done(answer),
@@ -383,24 +467,56 @@ mod tests {
     }
 
     fn answer(status: u16, body: &str) -> Answer {
-        Answer { status: StatusCode::from_u16(status).unwrap(), etag: None, body: body.as_bytes().to_vec() }
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            etag: None,
+            body: body.as_bytes().to_vec(),
+        }
     }
 
     #[test]
     fn follows_hints_and_classifies_failures() {
-        let hinted = answer(409, r#"{"ok":false,"error":"not_leader","leaderId":"n2","leader":"http://b:2"}"#);
-        assert!(matches!(classify("http://a:1", hinted), Attempt::Redirect(url) if url == "http://b:2"));
-        let unknown = answer(409, r#"{"ok":false,"error":"not_leader","leaderId":null,"leader":null}"#);
-        assert!(matches!(classify("http://a:1", unknown), Attempt::RetryElsewhere(_)));
-        assert!(matches!(classify("http://a:1", answer(503, "{}")), Attempt::Indeterminate(_)));
-        assert!(matches!(classify("http://a:1", answer(404, "{}")), Attempt::Done(_)));
+        let hinted = answer(
+            409,
+            r#"{"ok":false,"error":"not_leader","leaderId":"n2","leader":"http://b:2"}"#,
+        );
+        assert!(
+            matches!(classify("http://a:1", hinted), Attempt::Redirect(url) if url == "http://b:2")
+        );
+        let unknown = answer(
+            409,
+            r#"{"ok":false,"error":"not_leader","leaderId":null,"leader":null}"#,
+        );
+        assert!(matches!(
+            classify("http://a:1", unknown),
+            Attempt::RetryElsewhere(_)
+        ));
+        assert!(matches!(
+            classify("http://a:1", answer(503, "{}")),
+            Attempt::Indeterminate(_)
+        ));
+        assert!(matches!(
+            classify("http://a:1", answer(404, "{}")),
+            Attempt::Done(_)
+        ));
     }
 
     #[test]
     fn maps_error_bodies() {
-        let failed = answer(412, r#"{"ok":false,"error":"precondition_failed","revision":7}"#);
-        assert!(matches!(failed.error(), ClientError::PreconditionFailed { current: Some(7) }));
-        let bad = answer(400, r#"{"ok":false,"error":"bad_request","message":"key must not be empty"}"#);
-        assert!(matches!(bad.error(), ClientError::Rejected { status: 400, ref code, .. } if code == "bad_request"));
+        let failed = answer(
+            412,
+            r#"{"ok":false,"error":"precondition_failed","revision":7}"#,
+        );
+        assert!(matches!(
+            failed.error(),
+            ClientError::PreconditionFailed { current: Some(7) }
+        ));
+        let bad = answer(
+            400,
+            r#"{"ok":false,"error":"bad_request","message":"key must not be empty"}"#,
+        );
+        assert!(
+            matches!(bad.error(), ClientError::Rejected { status: 400, ref code, .. } if code == "bad_request")
+        );
     }
 }

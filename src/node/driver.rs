@@ -79,7 +79,9 @@ impl Driver {
         if let Err(error) = &result {
             tracing::error!(%error, "driver stopped: the node can no longer make progress");
             let reason = error.to_string();
-            self.parts.status.send_modify(|status| status.failed = Some(reason));
+            self.parts
+                .status
+                .send_modify(|status| status.failed = Some(reason));
         }
         result
     }
@@ -173,7 +175,8 @@ impl Driver {
         }
         if ticks > 0 {
             // Forget requests whose HTTP handler has given up (deadline passed).
-            self.proposals.retain(|_, proposal| !proposal.reply.is_closed());
+            self.proposals
+                .retain(|_, proposal| !proposal.reply.is_closed());
         }
     }
 
@@ -184,13 +187,24 @@ impl Driver {
         if let Some(meta) = &ready.snapshot {
             // Snapshot installation arrives with the snapshot module; until then a leader
             // never compacts, so no follower is ever offered one.
-            return Err(Error::Unavailable(format!("cannot install snapshot at index {}", meta.index)));
+            return Err(Error::Unavailable(format!(
+                "cannot install snapshot at index {}",
+                meta.index
+            )));
         }
         if ready.hard_state.is_some() || !ready.entries.is_empty() {
             let started = Instant::now();
-            self.parts.wal.save(ready.hard_state.as_ref(), &ready.entries)?;
-            self.parts.metrics.wal_fsync_seconds.observe(started.elapsed().as_secs_f64());
-            self.parts.metrics.wal_bytes.set(self.parts.wal.size_bytes() as i64);
+            self.parts
+                .wal
+                .save(ready.hard_state.as_ref(), &ready.entries)?;
+            self.parts
+                .metrics
+                .wal_fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.parts
+                .metrics
+                .wal_bytes
+                .set(self.parts.wal.size_bytes() as i64);
         }
         self.send(ready.persisted_messages);
         if let Some(last) = ready.entries.last() {
@@ -208,7 +222,9 @@ impl Driver {
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {
-        let Some(last) = entries.last().map(|entry| entry.index) else { return };
+        let Some(last) = entries.last().map(|entry| entry.index) else {
+            return;
+        };
         let mut results = Vec::new();
         {
             let mut store = self.parts.store.write().expect("store lock poisoned");
@@ -255,9 +271,16 @@ impl Driver {
         if self.reads_confirmed.is_empty() {
             return;
         }
-        let applied = self.parts.store.read().expect("store lock poisoned").applied_index();
-        let (ready, waiting): (Vec<_>, Vec<_>) =
-            self.reads_confirmed.drain(..).partition(|(index, _)| *index <= applied);
+        let applied = self
+            .parts
+            .store
+            .read()
+            .expect("store lock poisoned")
+            .applied_index();
+        let (ready, waiting): (Vec<_>, Vec<_>) = self
+            .reads_confirmed
+            .drain(..)
+            .partition(|(index, _)| *index <= applied);
         self.reads_confirmed = waiting;
         for (_, reply) in ready {
             let _ = reply.send(Ok(()));
@@ -281,6 +304,12 @@ impl Driver {
             (store.state_hash(), store.len())
         };
         let wal_bytes = self.parts.wal.size_bytes();
-        self.parts.status.send_replace(NodeStatus { raft, state_hash, keys, wal_bytes, failed: None });
+        self.parts.status.send_replace(NodeStatus {
+            raft,
+            state_hash,
+            keys,
+            wal_bytes,
+            failed: None,
+        });
     }
 }

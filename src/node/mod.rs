@@ -14,17 +14,17 @@
 //! 1. Wait for an event or the next tick; then drain every queued event (up to
 //!    [`driver::EVENTS_PER_ITERATION_MAX`]): proposals, read requests, peer messages.
 //! 2. Tick the core for each elapsed tick interval.
-//! 3. While the core has a `Ready`:
-//!    a. send `messages` at once (the leader's appends go out before its own fsync, so
-//!       followers persist in parallel with it, thesis §10.2.1);
-//!    b. persist hard state and entries in **one** WAL write and **one** fdatasync. Every
-//!       proposal that arrived while the previous fsync ran is in this batch: that is the
-//!       group commit;
-//!    c. only then send `persisted_messages` (vote and append responses, thesis §3.8) and
-//!       tell the core what is durable (the leader counts itself toward the quorum only
-//!       now);
-//!    d. apply committed entries to the store and complete the waiting proposals;
-//!    e. complete the linearizable reads whose read index is now applied.
+//! 3. While the core has a `Ready`, handle it in four steps:
+//!    - send `messages` at once (the leader's appends go out before its own fsync, so
+//!      followers persist in parallel with it, thesis §10.2.1);
+//!    - persist hard state and entries in **one** WAL write and **one** fdatasync. Every
+//!      proposal that arrived while the previous fsync ran is in this batch: that is the
+//!      group commit;
+//!    - only then send `persisted_messages` (vote and append responses, thesis §3.8) and
+//!      tell the core what is durable (the leader counts itself toward the quorum only
+//!      now);
+//!    - apply committed entries to the store, complete the waiting proposals, and complete
+//!      the linearizable reads whose read index is now applied.
 //!
 //! # Failure
 //!
@@ -100,7 +100,10 @@ pub(crate) enum Event {
     /// A message from a peer.
     Message(Message),
     /// A client write.
-    Propose { command: Vec<u8>, reply: oneshot::Sender<Result<Outcome>> },
+    Propose {
+        command: Vec<u8>,
+        reply: oneshot::Sender<Result<Outcome>>,
+    },
     /// A linearizable read barrier: replies once the store has applied the read index.
     Read { reply: oneshot::Sender<Result<()>> },
     /// Stop after finishing the current iteration.
@@ -151,7 +154,10 @@ impl Node {
             voters: config.voters(),
         };
         let data_dir = DataDir::open(&config.data_dir, &identity)?;
-        let options = wal::Options { segment_bytes_max: config.segment_bytes_max, ..Default::default() };
+        let options = wal::Options {
+            segment_bytes_max: config.segment_bytes_max,
+            ..Default::default()
+        };
         let (wal, recovered) = Wal::open(&data_dir.wal_dir(), options)?;
         if let Some(repaired) = &recovered.repaired {
             tracing::warn!(%repaired, "repaired a torn WAL tail");
@@ -173,7 +179,11 @@ impl Node {
             failed: None,
         });
         let (events, receiver) = mpsc::sync_channel(EVENTS_MAX);
-        let peers = Peers::spawn(directory.clone(), metrics.clone(), &tokio::runtime::Handle::current());
+        let peers = Peers::spawn(
+            directory.clone(),
+            metrics.clone(),
+            &tokio::runtime::Handle::current(),
+        );
         let driver = driver::Driver::new(driver::Parts {
             raft,
             wal,
@@ -189,14 +199,22 @@ impl Node {
             .name(format!("driver-{}", config.id))
             .spawn(move || driver.run())
             .map_err(|error| Error::io("spawn driver thread", &config.data_dir, error))?;
-        let handle = NodeHandle { events, store, status, directory, metrics };
+        let handle = NodeHandle {
+            events,
+            store,
+            status,
+            directory,
+            metrics,
+        };
         Ok(Node { handle, driver })
     }
 
     /// Asks the driver to stop and waits for it. Returns the error that stopped it, if any.
     pub fn shutdown(self) -> Result<()> {
         let _ = self.handle.events.try_send(Event::Shutdown);
-        self.driver.join().unwrap_or_else(|_| Err(Error::Unavailable("driver panicked".into())))
+        self.driver
+            .join()
+            .unwrap_or_else(|_| Err(Error::Unavailable("driver panicked".into())))
     }
 
     /// Waits until the driver stops on its own (an error) or `shutdown` is requested
@@ -218,9 +236,18 @@ fn raft_config(config: &NodeConfig) -> raft::Config {
 }
 
 fn restore_of(recovered: wal::Recovered) -> raft::Restore {
-    let snapshot = recovered.base.map(|(index, term)| raft::SnapshotMeta { index, term, voters: vec![] });
+    let snapshot = recovered.base.map(|(index, term)| raft::SnapshotMeta {
+        index,
+        term,
+        voters: vec![],
+    });
     let applied = snapshot.as_ref().map_or(0, |meta| meta.index);
-    raft::Restore { hard_state: recovered.hard_state, snapshot, entries: recovered.entries, applied }
+    raft::Restore {
+        hard_state: recovered.hard_state,
+        snapshot,
+        entries: recovered.entries,
+        applied,
+    }
 }
 
 impl NodeHandle {
@@ -246,15 +273,19 @@ impl NodeHandle {
     pub async fn propose(&self, command: &Command, timeout: Duration) -> Result<Outcome> {
         let bytes = command.encode();
         let deadline = tokio::time::Instant::now() + timeout;
-        self.until_leader_known(deadline, |reply| Event::Propose { command: bytes.clone(), reply })
-            .await
+        self.until_leader_known(deadline, |reply| Event::Propose {
+            command: bytes.clone(),
+            reply,
+        })
+        .await
     }
 
     /// Waits until a linearizable read may be served from the local store: the read index
     /// was confirmed by a quorum and this node has applied up to it (thesis §6.4).
     pub async fn read_barrier(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        self.until_leader_known(deadline, |reply| Event::Read { reply }).await
+        self.until_leader_known(deadline, |reply| Event::Read { reply })
+            .await
     }
 
     async fn until_leader_known<T>(
@@ -283,7 +314,9 @@ impl NodeHandle {
 
     fn submit(&self, event: Event) -> Result<()> {
         self.events.try_send(event).map_err(|error| match error {
-            mpsc::TrySendError::Full(_) => Error::Unavailable("node overloaded; retry later".into()),
+            mpsc::TrySendError::Full(_) => {
+                Error::Unavailable("node overloaded; retry later".into())
+            }
             mpsc::TrySendError::Disconnected(_) => self.stopped_error(),
         })
     }
@@ -318,7 +351,11 @@ impl NodeHandle {
     /// The current role, term and leader, from the latest status.
     pub fn role_term_leader(&self) -> (Role, Term, Option<NodeId>) {
         let status = self.status.borrow();
-        (status.raft.role, status.raft.term, status.raft.leader.clone())
+        (
+            status.raft.role,
+            status.raft.term,
+            status.raft.leader.clone(),
+        )
     }
 
     /// The last applied index.
@@ -341,7 +378,11 @@ async fn wait_for_leader(
         match tokio::time::timeout_at(deadline, status.changed()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(Error::ShuttingDown),
-            Err(_) => return Err(Error::Unavailable("no leader elected within the deadline".into())),
+            Err(_) => {
+                return Err(Error::Unavailable(
+                    "no leader elected within the deadline".into(),
+                ));
+            }
         }
         let current = status.borrow_and_update();
         if current.raft.leader.is_some() || current.failed.is_some() {

@@ -136,10 +136,14 @@ impl Store {
 
     /// Builds a store from a snapshot's contents.
     pub fn from_parts(data: BTreeMap<String, Versioned>, applied_index: Index) -> Store {
-        let state_hash = data
-            .iter()
-            .fold(0u64, |hash, (key, versioned)| hash.wrapping_add(key_hash(key, versioned)));
-        Store { data, applied_index, state_hash }
+        let state_hash = data.iter().fold(0u64, |hash, (key, versioned)| {
+            hash.wrapping_add(key_hash(key, versioned))
+        });
+        Store {
+            data,
+            applied_index,
+            state_hash,
+        }
     }
 
     /// The index of the last applied entry.
@@ -208,7 +212,10 @@ impl Store {
     /// Moves the applied index forward over entries the caller knows are no-ops for the
     /// store, e.g. when restoring a snapshot.
     pub fn set_applied_index(&mut self, index: Index) {
-        assert!(index >= self.applied_index, "applied index must not go backwards");
+        assert!(
+            index >= self.applied_index,
+            "applied index must not go backwards"
+        );
         self.applied_index = index;
     }
 
@@ -230,10 +237,18 @@ impl Store {
         }
         match command {
             Command::Put { key, value, .. } => {
-                self.insert(key, Versioned { value, revision: index });
+                self.insert(
+                    key,
+                    Versioned {
+                        value,
+                        revision: index,
+                    },
+                );
                 Outcome::Put { revision: index }
             }
-            Command::Delete { key, .. } => Outcome::Deleted { existed: self.remove(&key) },
+            Command::Delete { key, .. } => Outcome::Deleted {
+                existed: self.remove(&key),
+            },
         }
     }
 
@@ -281,22 +296,49 @@ mod tests {
     use super::*;
 
     fn entry(index: Index, command: &Command) -> Entry {
-        Entry { index, term: 1, command: command.encode() }
+        Entry {
+            index,
+            term: 1,
+            command: command.encode(),
+        }
     }
 
     fn put(key: &str, value: &str, condition: Condition) -> Command {
-        Command::Put { key: key.into(), value: value.into(), condition }
+        Command::Put {
+            key: key.into(),
+            value: value.into(),
+            condition,
+        }
     }
 
     #[test]
     fn put_get_delete_with_revisions() {
         let mut store = Store::new();
-        assert_eq!(store.apply(&Entry { index: 1, term: 1, command: vec![] }), Outcome::Noop);
-        assert_eq!(store.apply(&entry(2, &put("a", "1", Condition::None))), Outcome::Put { revision: 2 });
+        assert_eq!(
+            store.apply(&Entry {
+                index: 1,
+                term: 1,
+                command: vec![]
+            }),
+            Outcome::Noop
+        );
+        assert_eq!(
+            store.apply(&entry(2, &put("a", "1", Condition::None))),
+            Outcome::Put { revision: 2 }
+        );
         assert_eq!(store.get("a").map(|v| v.revision), Some(2));
-        let delete = Command::Delete { key: "a".into(), condition: Condition::None };
-        assert_eq!(store.apply(&entry(3, &delete)), Outcome::Deleted { existed: true });
-        assert_eq!(store.apply(&entry(4, &delete)), Outcome::Deleted { existed: false });
+        let delete = Command::Delete {
+            key: "a".into(),
+            condition: Condition::None,
+        };
+        assert_eq!(
+            store.apply(&entry(3, &delete)),
+            Outcome::Deleted { existed: true }
+        );
+        assert_eq!(
+            store.apply(&entry(4, &delete)),
+            Outcome::Deleted { existed: false }
+        );
         assert_eq!(store.applied_index(), 4);
         assert!(store.is_empty());
     }
@@ -313,7 +355,10 @@ mod tests {
             store.apply(&entry(3, &put("k", "w", Condition::Revision(2)))),
             Outcome::PreconditionFailed { current: Some(1) }
         );
-        assert_eq!(store.apply(&entry(4, &put("k", "w", Condition::Revision(1)))), Outcome::Put { revision: 4 });
+        assert_eq!(
+            store.apply(&entry(4, &put("k", "w", Condition::Revision(1)))),
+            Outcome::Put { revision: 4 }
+        );
         assert_eq!(store.get("k").unwrap().value, b"w");
     }
 
@@ -339,7 +384,13 @@ mod tests {
         assert_eq!(one.state_hash(), two.state_hash());
         let rebuilt = Store::from_parts(one.data().clone(), 2);
         assert_eq!(rebuilt.state_hash(), one.state_hash());
-        one.apply(&entry(3, &Command::Delete { key: "y".into(), condition: Condition::None }));
+        one.apply(&entry(
+            3,
+            &Command::Delete {
+                key: "y".into(),
+                condition: Condition::None,
+            },
+        ));
         assert_ne!(one.state_hash(), two.state_hash());
     }
 
@@ -353,7 +404,11 @@ mod tests {
     #[test]
     fn undecodable_command_is_skipped_alike_everywhere() {
         let mut store = Store::new();
-        let garbage = Entry { index: 1, term: 1, command: vec![0xff, 0xff, 0xff] };
+        let garbage = Entry {
+            index: 1,
+            term: 1,
+            command: vec![0xff, 0xff, 0xff],
+        };
         assert_eq!(store.apply(&garbage), Outcome::Noop);
         assert_eq!(store.applied_index(), 1);
     }

@@ -167,7 +167,10 @@ impl Directory {
 
     /// Whether the test fault switch cuts this node off from `peer`.
     pub fn is_blocked(&self, peer: &str) -> bool {
-        self.blocked.read().expect("directory lock poisoned").contains(peer)
+        self.blocked
+            .read()
+            .expect("directory lock poisoned")
+            .contains(peer)
     }
 
     /// Replaces the set of peers the test fault switch cuts off.
@@ -178,7 +181,11 @@ impl Directory {
 
     /// The client URL of a member, if known.
     pub fn client_url(&self, id: &str) -> Option<String> {
-        self.client_urls.read().expect("directory lock poisoned").get(id).cloned()
+        self.client_urls
+            .read()
+            .expect("directory lock poisoned")
+            .get(id)
+            .cloned()
     }
 
     /// Whether `id` is another member of the cluster.
@@ -248,7 +255,10 @@ impl Peers {
         };
         let peer = message.to.clone();
         if sender.try_send(message).is_err() {
-            self.metrics.peer_messages_dropped.get_or_create(&PeerLabels { peer }).inc();
+            self.metrics
+                .peer_messages_dropped
+                .get_or_create(&PeerLabels { peer })
+                .inc();
         }
     }
 }
@@ -263,22 +273,33 @@ struct PeerTask {
 
 impl PeerTask {
     async fn run(self, mut receiver: mpsc::Receiver<Message>) {
-        let labels = PeerLabels { peer: self.peer.clone() };
+        let labels = PeerLabels {
+            peer: self.peer.clone(),
+        };
         let mut batch = Vec::new();
         while receiver.recv_many(&mut batch, BATCH_MESSAGES_MAX).await > 0 {
             if self.directory.is_blocked(&self.peer) {
                 let count = batch.drain(..).count() as u64;
-                self.metrics.peer_messages_dropped.get_or_create(&labels).inc_by(count);
+                self.metrics
+                    .peer_messages_dropped
+                    .get_or_create(&labels)
+                    .inc_by(count);
                 continue;
             }
             for (route, messages) in group_by_route(std::mem::take(&mut batch)) {
                 let count = messages.len() as u64;
                 match self.post(route, messages).await {
                     Ok(()) => {
-                        self.metrics.peer_messages_sent.get_or_create(&labels).inc_by(count);
+                        self.metrics
+                            .peer_messages_sent
+                            .get_or_create(&labels)
+                            .inc_by(count);
                     }
                     Err(error) => {
-                        self.metrics.peer_messages_dropped.get_or_create(&labels).inc_by(count);
+                        self.metrics
+                            .peer_messages_dropped
+                            .get_or_create(&labels)
+                            .inc_by(count);
                         tracing::debug!(peer = %self.peer, %error, "peer send failed");
                     }
                 }
@@ -295,7 +316,13 @@ impl PeerTask {
         };
         let body = postcard::to_allocvec(&envelope).map_err(|error| error.to_string())?;
         let url = format!("{}{}", self.raft_url, route.path());
-        let response = self.http.post(url).body(body).send().await.map_err(|e| e.to_string())?;
+        let response = self
+            .http
+            .post(url)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if response.status().is_success() {
             return Ok(());
         }
@@ -309,7 +336,10 @@ impl PeerTask {
 fn group_by_route(messages: Vec<Message>) -> BTreeMap<Route, Vec<Message>> {
     let mut groups: BTreeMap<Route, Vec<Message>> = BTreeMap::new();
     for message in messages {
-        groups.entry(Route::of(&message.body)).or_default().push(message);
+        groups
+            .entry(Route::of(&message.body))
+            .or_default()
+            .push(message);
     }
     groups
 }
@@ -332,22 +362,33 @@ struct Partition {
 
 /// The raft-port router. `status` serves `GET /raft/status`; `test_faults` adds the fault
 /// switch route (see the module doc).
-pub fn router(directory: Arc<Directory>, deliver: Deliver, status: Router, test_faults: bool) -> Router {
+pub fn router(
+    directory: Arc<Directory>,
+    deliver: Deliver,
+    status: Router,
+    test_faults: bool,
+) -> Router {
     let state = ServerState { directory, deliver };
     let mut router = Router::new();
     if test_faults {
-        router = router.route(
-            "/test/partition",
-            post(|State(state): State<ServerState>, axum::Json(partition): axum::Json<Partition>| async move {
-                state.directory.set_blocked(partition.blocked);
-                StatusCode::NO_CONTENT
-            }),
-        );
+        router =
+            router.route(
+                "/test/partition",
+                post(
+                    |State(state): State<ServerState>,
+                     axum::Json(partition): axum::Json<Partition>| async move {
+                        state.directory.set_blocked(partition.blocked);
+                        StatusCode::NO_CONTENT
+                    },
+                ),
+            );
     }
     let route = |route: Route| {
-        post(move |State(state): State<ServerState>, body: Bytes| async move {
-            receive(&state, route, &body)
-        })
+        post(
+            move |State(state): State<ServerState>, body: Bytes| async move {
+                receive(&state, route, &body)
+            },
+        )
     };
     router
         .route(Route::AppendEntries.path(), route(Route::AppendEntries))
@@ -363,16 +404,26 @@ pub fn router(directory: Arc<Directory>, deliver: Deliver, status: Router, test_
 fn receive(state: &ServerState, route: Route, body: &[u8]) -> (StatusCode, String) {
     let envelope: Envelope = match postcard::from_bytes(body) {
         Ok(envelope) => envelope,
-        Err(error) => return (StatusCode::BAD_REQUEST, format!("undecodable envelope: {error}")),
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("undecodable envelope: {error}"),
+            );
+        }
     };
     if let Err(rejection) = validate(&state.directory, route, &envelope) {
         tracing::warn!(from = %envelope.from, reason = %rejection.1, "rejected raft envelope");
         return rejection;
     }
     if state.directory.is_blocked(&envelope.from) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "partitioned by the test fault switch".into());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "partitioned by the test fault switch".into(),
+        );
     }
-    state.directory.learn_client_url(&envelope.from, &envelope.from_client_url);
+    state
+        .directory
+        .learn_client_url(&envelope.from, &envelope.from_client_url);
     for message in envelope.messages {
         if !(state.deliver)(message) {
             return (StatusCode::SERVICE_UNAVAILABLE, "driver queue full".into());
@@ -381,7 +432,11 @@ fn receive(state: &ServerState, route: Route, body: &[u8]) -> (StatusCode, Strin
     (StatusCode::NO_CONTENT, String::new())
 }
 
-fn validate(directory: &Directory, route: Route, envelope: &Envelope) -> Result<(), (StatusCode, String)> {
+fn validate(
+    directory: &Directory,
+    route: Route,
+    envelope: &Envelope,
+) -> Result<(), (StatusCode, String)> {
     if envelope.cluster_id != directory.cluster_id {
         let reason = format!(
             "cluster id {:?} does not match this node's {:?}",
@@ -390,14 +445,23 @@ fn validate(directory: &Directory, route: Route, envelope: &Envelope) -> Result<
         return Err((StatusCode::FORBIDDEN, reason));
     }
     if !directory.is_peer(&envelope.from) {
-        return Err((StatusCode::FORBIDDEN, format!("{:?} is not a member of this cluster", envelope.from)));
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!("{:?} is not a member of this cluster", envelope.from),
+        ));
     }
     for message in &envelope.messages {
         if message.from != envelope.from || message.to != directory.id {
-            return Err((StatusCode::BAD_REQUEST, "message not from sender or not for this node".into()));
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "message not from sender or not for this node".into(),
+            ));
         }
         if Route::of(&message.body) != route {
-            return Err((StatusCode::BAD_REQUEST, format!("message does not belong on {}", route.path())));
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("message does not belong on {}", route.path()),
+            ));
         }
     }
     Ok(())
@@ -409,15 +473,26 @@ mod tests {
 
     #[test]
     fn guesses_client_url_from_raft_url() {
-        assert_eq!(guess_client_url("http://127.0.0.1:9081").as_deref(), Some("http://127.0.0.1:8081"));
-        assert_eq!(guess_client_url("http://kv1:9080/").as_deref(), Some("http://kv1:8080"));
+        assert_eq!(
+            guess_client_url("http://127.0.0.1:9081").as_deref(),
+            Some("http://127.0.0.1:8081")
+        );
+        assert_eq!(
+            guess_client_url("http://kv1:9080/").as_deref(),
+            Some("http://kv1:8080")
+        );
         assert_eq!(guess_client_url("http://kv1:80"), None);
         assert_eq!(guess_client_url("nonsense"), None);
     }
 
     fn directory() -> Directory {
         let peers = BTreeMap::from([("n2".to_string(), "http://127.0.0.1:9082".to_string())]);
-        Directory::new("n1".into(), "c1".into(), "http://127.0.0.1:8081".into(), peers)
+        Directory::new(
+            "n1".into(),
+            "c1".into(),
+            "http://127.0.0.1:8081".into(),
+            peers,
+        )
     }
 
     fn envelope(cluster_id: &str, from: &str) -> Envelope {
@@ -433,19 +508,30 @@ mod tests {
     fn rejects_foreign_cluster_and_unknown_sender() {
         let directory = directory();
         assert!(validate(&directory, Route::AppendEntries, &envelope("c1", "n2")).is_ok());
-        let (status, reason) = validate(&directory, Route::AppendEntries, &envelope("c2", "n2")).unwrap_err();
+        let (status, reason) =
+            validate(&directory, Route::AppendEntries, &envelope("c2", "n2")).unwrap_err();
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(reason.contains("cluster id"), "{reason}");
-        let (status, _) = validate(&directory, Route::AppendEntries, &envelope("c1", "n9")).unwrap_err();
+        let (status, _) =
+            validate(&directory, Route::AppendEntries, &envelope("c1", "n9")).unwrap_err();
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
 
     #[test]
     fn learns_client_urls() {
         let directory = directory();
-        assert_eq!(directory.client_url("n2").as_deref(), Some("http://127.0.0.1:8082"));
+        assert_eq!(
+            directory.client_url("n2").as_deref(),
+            Some("http://127.0.0.1:8082")
+        );
         directory.learn_client_url("n2", "http://elsewhere:7000");
-        assert_eq!(directory.client_url("n2").as_deref(), Some("http://elsewhere:7000"));
-        assert_eq!(directory.client_url("n1").as_deref(), Some("http://127.0.0.1:8081"));
+        assert_eq!(
+            directory.client_url("n2").as_deref(),
+            Some("http://elsewhere:7000")
+        );
+        assert_eq!(
+            directory.client_url("n1").as_deref(),
+            Some("http://127.0.0.1:8081")
+        );
     }
 }

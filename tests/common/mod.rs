@@ -15,7 +15,14 @@ use serde_json::{Value, json};
 
 /// Timing flags for test clusters: short, so elections take a fraction of a second, but
 /// with room for a loaded 2-core machine running debug builds.
-pub const TIMING: [&str; 6] = ["--tick-ms", "20", "--heartbeat-ms", "60", "--election-timeout-ms", "500"];
+pub const TIMING: [&str; 6] = [
+    "--tick-ms",
+    "20",
+    "--heartbeat-ms",
+    "60",
+    "--election-timeout-ms",
+    "500",
+];
 
 /// Generous deadline for anything that involves an election.
 pub const ELECTION_DEADLINE: Duration = Duration::from_secs(20);
@@ -82,8 +89,11 @@ impl TestCluster {
                 }
             })
             .collect();
-        let mut cluster =
-            TestCluster { nodes, extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(), dir };
+        let mut cluster = TestCluster {
+            nodes,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            dir,
+        };
         for index in 0..size {
             cluster.spawn(index);
         }
@@ -145,8 +155,18 @@ impl TestCluster {
             if http_get(&url).is_some() {
                 return;
             }
-            assert!(self.nodes[index].is_running(), "{} exited:\n{}", self.nodes[index].id, self.log(index));
-            assert!(Instant::now() < deadline, "{} never listened:\n{}", self.nodes[index].id, self.log(index));
+            assert!(
+                self.nodes[index].is_running(),
+                "{} exited:\n{}",
+                self.nodes[index].id,
+                self.log(index)
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{} never listened:\n{}",
+                self.nodes[index].id,
+                self.log(index)
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -171,7 +191,10 @@ impl TestCluster {
             if Instant::now() > deadline {
                 child.kill().expect("kill after SIGTERM timeout");
                 child.wait().expect("reap");
-                panic!("{} did not exit within 15 s of SIGTERM", self.nodes[index].id);
+                panic!(
+                    "{} did not exit within 15 s of SIGTERM",
+                    self.nodes[index].id
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -179,7 +202,10 @@ impl TestCluster {
 
     /// Starts node `index` again (same id, ports and data dir).
     pub fn restart(&mut self, index: usize) {
-        assert!(self.nodes[index].child.is_none(), "node {index} is still running");
+        assert!(
+            self.nodes[index].child.is_none(),
+            "node {index} is still running"
+        );
         self.spawn(index);
         self.wait_listening(index);
     }
@@ -193,7 +219,10 @@ impl TestCluster {
     }
 
     pub fn index_of(&self, id: &str) -> usize {
-        self.nodes.iter().position(|node| node.id == id).expect("known node id")
+        self.nodes
+            .iter()
+            .position(|node| node.id == id)
+            .expect("known node id")
     }
 
     /// The node's log so far (for failure messages).
@@ -203,7 +232,8 @@ impl TestCluster {
 
     /// `/raft/status` of node `index`, if it answers.
     pub fn status(&self, index: usize) -> Option<Value> {
-        http_get(&format!("{}/raft/status", self.url(index))).and_then(|(_, body)| serde_json::from_str(&body).ok())
+        http_get(&format!("{}/raft/status", self.url(index)))
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
     }
 
     /// Waits until every running node among `among` agrees on one leader in one term, and
@@ -214,20 +244,28 @@ impl TestCluster {
             if let Some(leader) = self.agreed_leader(among) {
                 return leader;
             }
-            assert!(Instant::now() < deadline, "no agreed leader among {among:?}:\n{}", self.all_logs());
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader among {among:?}:\n{}",
+                self.all_logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     fn agreed_leader(&self, among: &[usize]) -> Option<usize> {
-        let statuses: Vec<Value> = among.iter().map(|&index| self.status(index)).collect::<Option<_>>()?;
+        let statuses: Vec<Value> = among
+            .iter()
+            .map(|&index| self.status(index))
+            .collect::<Option<_>>()?;
         let leader_id = statuses[0]["leaderId"].as_str()?;
         let term = statuses[0]["term"].as_u64()?;
         let agreed = statuses.iter().all(|status| {
             status["leaderId"].as_str() == Some(leader_id) && status["term"].as_u64() == Some(term)
         });
         let leader = self.index_of(leader_id);
-        (agreed && among.contains(&leader) && self.status(leader)?["state"] == "leader").then_some(leader)
+        (agreed && among.contains(&leader) && self.status(leader)?["state"] == "leader")
+            .then_some(leader)
     }
 
     /// Waits until every node in `among` has applied at least `index`.
@@ -235,11 +273,16 @@ impl TestCluster {
         let deadline = Instant::now() + ELECTION_DEADLINE;
         for &node in among {
             loop {
-                let applied = self.status(node).and_then(|status| status["lastApplied"].as_u64());
+                let applied = self
+                    .status(node)
+                    .and_then(|status| status["lastApplied"].as_u64());
                 if applied.is_some_and(|applied| applied >= index) {
                     break;
                 }
-                assert!(Instant::now() < deadline, "node {node} did not apply {index} (at {applied:?})");
+                assert!(
+                    Instant::now() < deadline,
+                    "node {node} did not apply {index} (at {applied:?})"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -247,8 +290,12 @@ impl TestCluster {
 
     /// Cuts node `index` off from every other node, in both directions.
     pub fn isolate(&self, index: usize) {
-        let others: Vec<String> =
-            self.nodes.iter().filter(|node| node.id != self.nodes[index].id).map(|node| node.id.clone()).collect();
+        let others: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|node| node.id != self.nodes[index].id)
+            .map(|node| node.id.clone())
+            .collect();
         self.set_blocked(index, &others);
         for other in (0..self.nodes.len()).filter(|&other| other != index) {
             self.set_blocked(other, &[self.nodes[index].id.clone()]);
@@ -269,7 +316,9 @@ impl TestCluster {
     }
 
     pub fn all_logs(&self) -> String {
-        (0..self.nodes.len()).map(|index| format!("--- {} ---\n{}", self.nodes[index].id, self.log(index))).collect()
+        (0..self.nodes.len())
+            .map(|index| format!("--- {} ---\n{}", self.nodes[index].id, self.log(index)))
+            .collect()
     }
 }
 
@@ -288,7 +337,11 @@ impl Drop for TestCluster {
 }
 
 fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
     assert!(status.success(), "kill -{name} {pid}");
 }
 
@@ -303,13 +356,25 @@ fn http_post_json(url: &str, body: &Value) -> Option<u16> {
 }
 
 /// One HTTP request from synchronous test code, on a throwaway single-thread runtime.
-fn blocking(method: reqwest::Method, url: &str, json_body: Option<Vec<u8>>) -> Option<(u16, String)> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+fn blocking(
+    method: reqwest::Method,
+    url: &str,
+    json_body: Option<Vec<u8>>,
+) -> Option<(u16, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
     runtime.block_on(async move {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().ok()?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .ok()?;
         let mut request = client.request(method, url);
         if let Some(body) = json_body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         let response = request.send().await.ok()?;
         let status = response.status().as_u16();
