@@ -1,28 +1,56 @@
 #!/usr/bin/env bash
-# Starts a local 3-node kvstore cluster on loopback and keeps it in the foreground.
+# A local 3-node kvstore cluster on loopback.
 #
-#   ./deploy/local-cluster.sh            build (release) and start n1, n2, n3
-#   Ctrl-C                               stop all three (SIGTERM, graceful)
+#   ./deploy/local-cluster.sh            build (release), start n1 n2 n3, stay in the foreground
+#   ./deploy/local-cluster.sh node n2    (re)start one node in the foreground, e.g. after kill -9
+#   Ctrl-C                               stop what the script started (SIGTERM, graceful)
 #
 # Client ports 8081-8083, raft ports 9081-9083, data under ./data/<id>, logs in
-# ./data/<id>.log. Restarting the script reuses the data: nothing acknowledged is lost.
-# Override with KVSTORE_DATA_ROOT, KVSTORE_BASE_PORT (client port of n1 minus 1).
+# ./data/<id>.log. Starting again reuses the data: nothing acknowledged is lost.
+# Override with KVSTORE_DATA_ROOT and KVSTORE_BASE_PORT (n1's client port minus 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 data_root=${KVSTORE_DATA_ROOT:-./data}
 base_port=${KVSTORE_BASE_PORT:-8080}
 ids=(n1 n2 n3)
-
-echo "building release binaries..."
-cargo build --release --quiet --bin kvnode --bin kvctl --bin kvinspect
 bin=target/release
-mkdir -p "$data_root"
 
+client_port() { echo $((base_port + $1 + 1)); }
+
+# node_args INDEX: the kvnode command line of node INDEX (0-based).
+node_args() {
+  local i=$1 peers="" j
+  for j in 0 1 2; do
+    [ "$j" = "$i" ] && continue
+    peers+="${peers:+,}${ids[$j]}=http://127.0.0.1:$(($(client_port "$j") + 1000))"
+  done
+  echo --id "${ids[$i]}" --addr "127.0.0.1:$(client_port "$i")" \
+    --raft-addr "127.0.0.1:$(($(client_port "$i") + 1000))" --peers "$peers" --data "$data_root/${ids[$i]}"
+}
+
+build() {
+  echo "building release binaries..."
+  cargo build --release --quiet --bins
+  mkdir -p "$data_root"
+}
+
+if [ "${1:-}" = "node" ]; then
+  for i in 0 1 2; do
+    if [ "${ids[$i]}" = "${2:-}" ]; then
+      build
+      # shellcheck disable=SC2046
+      exec "$bin/kvnode" $(node_args "$i")
+    fi
+  done
+  echo "usage: $0 node n1|n2|n3" >&2
+  exit 2
+fi
+
+build
 for i in 0 1 2; do
-  port=$((base_port + i + 1))
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "error: port $port is already in use (another cluster running?)" >&2
+  if (exec 3<>"/dev/tcp/127.0.0.1/$(client_port "$i")") 2>/dev/null; then
+    echo "error: port $(client_port "$i") is already in use (is a cluster already running?)" >&2
     exit 1
   fi
 done
@@ -34,22 +62,15 @@ stop() {
   echo "stopping the cluster..."
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  echo "stopped. data is kept in $data_root"
+  echo "stopped; the data stays in $data_root"
 }
 trap stop INT TERM EXIT
 
 seeds=""
 for i in 0 1 2; do
-  id=${ids[$i]}
-  port=$((base_port + i + 1))
-  peers=""
-  for j in 0 1 2; do
-    [ "$j" = "$i" ] && continue
-    peers+="${peers:+,}${ids[$j]}=http://127.0.0.1:$((base_port + j + 1001))"
-  done
-  seeds+="${seeds:+,}http://127.0.0.1:$port"
-  "$bin/kvnode" --id "$id" --addr "127.0.0.1:$port" --raft-addr "127.0.0.1:$((port + 1000))" \
-    --peers "$peers" --data "$data_root/$id" >>"$data_root/$id.log" 2>&1 &
+  seeds+="${seeds:+,}http://127.0.0.1:$(client_port "$i")"
+  # shellcheck disable=SC2046
+  "$bin/kvnode" $(node_args "$i") >>"$data_root/${ids[$i]}.log" 2>&1 &
   pids+=($!)
 done
 
@@ -63,18 +84,26 @@ cat <<TXT
 
 kvstore is running: 3 nodes, leader $leader
 
-  client API   http://127.0.0.1:$((base_port + 1))  http://127.0.0.1:$((base_port + 2))  http://127.0.0.1:$((base_port + 3))
-  data, logs   $data_root/n1 .. n3, $data_root/n1.log .. n3.log
+  node  client API             pid      data and log
+  n1    http://127.0.0.1:$(client_port 0)  ${pids[0]}  $data_root/n1, $data_root/n1.log
+  n2    http://127.0.0.1:$(client_port 1)  ${pids[1]}  $data_root/n2, $data_root/n2.log
+  n3    http://127.0.0.1:$(client_port 2)  ${pids[2]}  $data_root/n3, $data_root/n3.log
 
-Try, in another terminal:
+In another terminal:
   export KVCTL_SEEDS=$seeds
   $bin/kvctl put greeting hello
   $bin/kvctl get greeting
   $bin/kvctl status
-  curl -s -X PUT --data-binary world http://127.0.0.1:$((base_port + 1))/kv/hello
+A node killed with kill -9 comes back with: $0 node <id>
 
 Press Ctrl-C to stop the cluster.
 TXT
 
-wait -n "${pids[@]}" || true
-echo "a node exited; see $data_root/n*.log" >&2
+# Stay up while any node runs (a killed node is not an emergency: that is the point).
+while :; do
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null && { sleep 1; continue 2; }
+  done
+  echo "every node has exited; see $data_root/n*.log" >&2
+  exit 1
+done
