@@ -128,7 +128,10 @@ impl Leader {
     fn append_accepted(progress: &mut Progress, index: Index) -> bool {
         let advanced = progress.maybe_update(index);
         match progress.state {
-            ProgressState::Probe if advanced => progress.into_replicate(),
+            // A probe answered at the match point (even one we knew) ends the probing.
+            ProgressState::Probe if advanced || index == progress.match_index => {
+                progress.into_replicate()
+            }
             ProgressState::Snapshot if progress.match_index >= progress.snapshot_index => {
                 progress.into_replicate()
             }
@@ -174,7 +177,7 @@ impl Leader {
         progress.recent_active = true;
         let advanced = progress.maybe_update(index);
         if progress.state == ProgressState::Snapshot {
-            progress.into_probe();
+            progress.into_replicate();
         }
         if advanced {
             self.maybe_commit(core);
