@@ -122,6 +122,7 @@ struct Sim {
     proposals: u64,
     next_read: u64,
     delivered: u64,
+    installs: u64,
 }
 
 impl Sim {
@@ -167,6 +168,7 @@ impl Sim {
             proposals: 0,
             next_read: 0,
             delivered: 0,
+            installs: 0,
         }
     }
 
@@ -262,6 +264,7 @@ impl Sim {
         self.nodes[node].disk.write(&ready);
         if let Some(snapshot) = &ready.snapshot {
             self.install(node, snapshot);
+            self.installs += 1;
         }
         self.network
             .extend(ready.persisted_messages.iter().cloned());
@@ -619,8 +622,30 @@ fn env_number(name: &str, default: u64) -> u64 {
     })
 }
 
-/// Runs one seed; returns (proposals, applied, reads completed, leaders, delivered).
-fn run_seed(seed: u64, steps: u64) -> (u64, usize, usize, usize, u64) {
+/// What one seed did, for the summary line.
+#[derive(Default)]
+struct Totals {
+    proposals: u64,
+    applied: usize,
+    reads: usize,
+    leaders: usize,
+    delivered: u64,
+    installs: u64,
+}
+
+impl Totals {
+    fn add(&mut self, other: Totals) {
+        self.proposals += other.proposals;
+        self.applied += other.applied;
+        self.reads += other.reads;
+        self.leaders += other.leaders;
+        self.delivered += other.delivered;
+        self.installs += other.installs;
+    }
+}
+
+/// Runs one seed.
+fn run_seed(seed: u64, steps: u64) -> Totals {
     let mut sim = Sim::new(seed);
     for step in 0..steps {
         sim.step();
@@ -630,14 +655,14 @@ fn run_seed(seed: u64, steps: u64) -> (u64, usize, usize, usize, u64) {
     }
     sim.check_liveness(300);
     sim.check_durability();
-    let history = &sim.history;
-    (
-        sim.proposals,
-        history.applied.len(),
-        history.reads_done,
-        history.leaders.len(),
-        sim.delivered,
-    )
+    Totals {
+        proposals: sim.proposals,
+        applied: sim.history.applied.len(),
+        reads: sim.history.reads_done,
+        leaders: sim.history.leaders.len(),
+        delivered: sim.delivered,
+        installs: sim.installs,
+    }
 }
 
 #[test]
@@ -649,29 +674,23 @@ fn simulated_clusters_stay_safe_and_live() {
     };
     let started = std::time::Instant::now();
     let count = seeds.len();
-    let mut totals = (0, 0, 0, 0, 0);
+    let mut totals = Totals::default();
     for seed in seeds {
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| run_seed(seed, steps)));
-        match outcome {
-            Ok((proposals, applied, reads, leaders, delivered)) => {
-                totals.0 += proposals;
-                totals.1 += applied;
-                totals.2 += reads;
-                totals.3 += leaders;
-                totals.4 += delivered;
-            }
+        match panic::catch_unwind(AssertUnwindSafe(|| run_seed(seed, steps))) {
+            Ok(outcome) => totals.add(outcome),
             Err(_) => panic!(
                 "simulation failed for seed {seed}; replay with: RAFT_SIM_SEED={seed} RAFT_SIM_STEPS={steps} cargo test --test raft_sim"
             ),
         }
     }
     println!(
-        "{count} seeds x {steps} steps in {:.1?}: {} proposals, {} entries applied, {} reads, {} leaders, {} messages delivered",
+        "{count} seeds x {steps} steps in {:.1?}: {} proposals, {} entries applied, {} reads, {} leaders, {} messages delivered, {} snapshots installed",
         started.elapsed(),
-        totals.0,
-        totals.1,
-        totals.2,
-        totals.3,
-        totals.4
+        totals.proposals,
+        totals.applied,
+        totals.reads,
+        totals.leaders,
+        totals.delivered,
+        totals.installs
     );
 }
