@@ -13,7 +13,7 @@
 //! anywhere before it started). After the faults stop, a leader must emerge and a proposal
 //! must commit on every node within a bounded number of ticks.
 //!
-//! `RAFT_SIM_SEEDS=N` runs N seeds (default 500), `RAFT_SIM_STEPS=N` steps per seed
+//! `RAFT_SIM_SEEDS=N` runs N seeds (default 1000), `RAFT_SIM_STEPS=N` steps per seed
 //! (default 5000), `RAFT_SIM_SEED=S` only seed S. A failing seed prints its replay command.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -191,10 +191,10 @@ impl Sim {
             635..835 => self.flush(node),
             835..935 => self.propose_at_leader(),
             935..965 => self.read(node),
-            965..969 => self.crash(node),
-            969..983 => self.restart(node),
-            983..989 => self.partition(),
-            989..996 => self.heal(),
+            965..972 => self.crash(node),
+            972..986 => self.restart(node),
+            986..991 => self.partition(),
+            991..997 => self.heal(),
             _ => self.compact(node),
         }
         self.check_leaders();
@@ -670,7 +670,7 @@ fn simulated_clusters_stay_safe_and_live() {
     let steps = env_number("RAFT_SIM_STEPS", 5000);
     let seeds: Vec<u64> = match std::env::var("RAFT_SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("RAFT_SIM_SEED must be a number")],
-        Err(_) => (0..env_number("RAFT_SIM_SEEDS", 500)).collect(),
+        Err(_) => (0..env_number("RAFT_SIM_SEEDS", 1000)).collect(),
     };
     let started = std::time::Instant::now();
     let count = seeds.len();
