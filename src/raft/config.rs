@@ -58,7 +58,7 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Checks the configuration; returns the voters sorted and deduplicated-checked.
+    /// Checks the configuration; returns the voters, sorted.
     pub(crate) fn validate(&self) -> Result<Vec<NodeId>> {
         let invalid = |reason: &str| Err(Error::InvalidInput(format!("raft config: {reason}")));
         let mut voters = self.voters.clone();

@@ -517,3 +517,178 @@ impl Raft {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(id: &str) -> Config {
+        let voters = vec!["n1".to_string(), "n2".to_string(), "n3".to_string()];
+        Config {
+            id: id.to_string(),
+            voters,
+            ..Config::default()
+        }
+    }
+
+    fn follower(id: &str) -> Raft {
+        Raft::new(config(id), Restore::default()).expect("valid")
+    }
+
+    fn message(from: &str, to: &str, term: Term, body: Body) -> Message {
+        Message {
+            from: from.to_string(),
+            to: to.to_string(),
+            term,
+            body,
+        }
+    }
+
+    #[test]
+    fn followers_refuse_proposals_and_reads_without_a_leader() {
+        let mut raft = follower("n1");
+        assert!(matches!(
+            raft.propose(b"x".to_vec()),
+            Err(Error::NotLeader { leader: None })
+        ));
+        assert!(matches!(
+            raft.read_index(1),
+            Err(Error::NotLeader { leader: None })
+        ));
+        let heartbeat = message(
+            "n2",
+            "n1",
+            1,
+            Body::Heartbeat {
+                commit: 0,
+                read_seq: 0,
+            },
+        );
+        raft.step(heartbeat).expect("valid");
+        let leader = Some("n2".to_string());
+        assert!(
+            matches!(raft.propose(b"x".to_vec()), Err(Error::NotLeader { leader: l }) if l == leader)
+        );
+    }
+
+    #[test]
+    fn misaddressed_messages_are_errors_and_strangers_are_ignored() {
+        let mut raft = follower("n1");
+        let vote = Body::Vote {
+            last_index: 0,
+            last_term: 0,
+        };
+        assert!(raft.step(message("n2", "n3", 1, vote.clone())).is_err());
+        raft.step(message("n9", "n1", 5, vote)).expect("ignored");
+        assert_eq!(raft.term(), 0);
+        assert!(!raft.has_ready());
+    }
+
+    #[test]
+    fn one_vote_per_term_and_only_after_persisting() {
+        let mut raft = Raft::new(
+            Config {
+                check_quorum: false,
+                ..config("n1")
+            },
+            Restore::default(),
+        )
+        .expect("valid");
+        let vote = Body::Vote {
+            last_index: 0,
+            last_term: 0,
+        };
+        raft.step(message("n2", "n1", 1, vote.clone()))
+            .expect("valid");
+        raft.step(message("n3", "n1", 1, vote)).expect("valid");
+        let ready = raft.ready();
+        assert!(
+            ready.messages.is_empty(),
+            "vote responses wait for the persist"
+        );
+        let granted: Vec<_> = ready
+            .persisted_messages
+            .iter()
+            .map(|m| m.body.clone())
+            .collect();
+        assert_eq!(
+            granted,
+            [
+                Body::VoteResponse { granted: true },
+                Body::VoteResponse { granted: false }
+            ]
+        );
+        assert_eq!(
+            ready.hard_state.and_then(|hard_state| hard_state.vote),
+            Some("n2".to_string())
+        );
+    }
+
+    #[test]
+    fn pre_vote_changes_no_term() {
+        let mut raft = follower("n1");
+        while raft.role() == Role::Follower {
+            raft.tick();
+        }
+        assert_eq!((raft.role(), raft.term()), (Role::PreCandidate, 0));
+        let ready = raft.ready();
+        assert!(ready.hard_state.is_none());
+        assert!(
+            ready
+                .messages
+                .iter()
+                .all(|m| m.term == 1 && matches!(m.body, Body::PreVote { .. }))
+        );
+    }
+
+    #[test]
+    fn invalid_inputs_are_refused() {
+        let mut raft = follower("n1");
+        let meta = SnapshotMeta {
+            index: 3,
+            term: 1,
+            voters: vec![],
+        };
+        assert!(matches!(raft.compact(meta), Err(Error::InvalidInput(_))));
+        let gap = Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![Entry {
+                index: 2,
+                term: 1,
+                command: vec![],
+            }],
+            commit: 0,
+        };
+        assert!(raft.step(message("n2", "n1", 1, gap)).is_err());
+        let single = Config::default();
+        let mut leader = Raft::new(single, Restore::default()).expect("valid");
+        while leader.role() != Role::Leader {
+            leader.tick();
+        }
+        assert!(matches!(
+            leader.propose(Vec::new()),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn single_node_commits_after_its_own_persist_and_serves_reads() {
+        let mut raft = Raft::new(Config::default(), Restore::default()).expect("valid");
+        while raft.role() != Role::Leader {
+            raft.tick();
+        }
+        let (index, _) = raft.propose(b"x".to_vec()).expect("leader");
+        raft.read_index(7).expect("leader");
+        let ready = raft.ready();
+        assert!(ready.committed_entries.is_empty(), "nothing is durable yet");
+        let last = ready.entries.last().expect("entries");
+        raft.persisted(last.index, last.term);
+        let ready = raft.ready();
+        assert_eq!(
+            ready.committed_entries.last().map(|entry| entry.index),
+            Some(index)
+        );
+        assert_eq!(ready.read_states, [ReadState { context: 7, index }]);
+    }
+}

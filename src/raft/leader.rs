@@ -128,7 +128,10 @@ impl Leader {
     fn append_accepted(progress: &mut Progress, index: Index) -> bool {
         let advanced = progress.maybe_update(index);
         match progress.state {
-            ProgressState::Probe if advanced => progress.into_replicate(),
+            // A probe answered at the match point (even one we knew) ends the probing.
+            ProgressState::Probe if advanced || index == progress.match_index => {
+                progress.into_replicate()
+            }
             ProgressState::Snapshot if progress.match_index >= progress.snapshot_index => {
                 progress.into_replicate()
             }
@@ -174,15 +177,18 @@ impl Leader {
         progress.recent_active = true;
         let advanced = progress.maybe_update(index);
         if progress.state == ProgressState::Snapshot {
-            progress.into_probe();
+            progress.into_replicate();
         }
         if advanced {
             self.maybe_commit(core);
         }
     }
 
-    /// A heartbeat was answered: note the contact and the read round, and if the follower
-    /// lags, make sure something goes out to fix it (a lost append would stall it).
+    /// A heartbeat was answered: note the contact and the read round. If the follower lags
+    /// and no append was acknowledged since the heartbeat left, appends were lost: re-probe
+    /// (Probe) or send an empty append at the pipeline's tip (Replicate), whose rejection
+    /// restarts replication from the match index. Under steady load acks keep the match
+    /// index moving, so pipelining is not interrupted.
     pub(crate) fn handle_heartbeat_response(
         &mut self,
         core: &mut Core,
@@ -194,7 +200,8 @@ impl Leader {
         };
         progress.recent_active = true;
         progress.read_ack = progress.read_ack.max(read_seq);
-        if progress.match_index < core.log.last_index() {
+        let stalled = progress.match_index == progress.match_at_heartbeat;
+        if progress.match_index < core.log.last_index() && stalled {
             match progress.state {
                 ProgressState::Probe => progress.probe_sent = false,
                 ProgressState::Replicate => progress.tip_probe = true,
@@ -318,6 +325,7 @@ impl Leader {
     fn send_heartbeat(core: &mut Core, to: &NodeId, progress: &mut Progress, read_seq: u64) {
         let commit = progress.match_index.min(core.log.commit);
         progress.commit_sent = progress.commit_sent.max(commit);
+        progress.match_at_heartbeat = progress.match_index;
         core.send(to, Body::Heartbeat { commit, read_seq });
     }
 

@@ -155,3 +155,71 @@ impl Ready {
         self == &Ready::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_through_postcard() {
+        let entries = vec![Entry {
+            index: 3,
+            term: 2,
+            command: b"put k v".to_vec(),
+        }];
+        let bodies = [
+            Body::Append {
+                prev_index: 2,
+                prev_term: 2,
+                entries,
+                commit: 2,
+            },
+            Body::AppendResponse {
+                index: 5,
+                reject: Some(AppendReject {
+                    conflict_index: 4,
+                    conflict_term: 1,
+                }),
+            },
+            Body::Snapshot {
+                meta: SnapshotMeta {
+                    index: 9,
+                    term: 2,
+                    voters: vec!["n1".into()],
+                },
+            },
+            Body::ReadIndexResponse {
+                context: 7,
+                index: None,
+            },
+        ];
+        for body in bodies {
+            let message = Message {
+                from: "n1".into(),
+                to: "n2".into(),
+                term: 2,
+                body,
+            };
+            let bytes = postcard::to_stdvec(&message).expect("encode");
+            assert_eq!(
+                postcard::from_bytes::<Message>(&bytes).expect("decode"),
+                message
+            );
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_is_compact() {
+        let body = Body::Heartbeat {
+            commit: 1000,
+            read_seq: 3,
+        };
+        let message = Message {
+            from: "n1".into(),
+            to: "n2".into(),
+            term: 5,
+            body,
+        };
+        assert!(postcard::to_stdvec(&message).expect("encode").len() <= 12);
+    }
+}

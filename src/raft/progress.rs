@@ -59,6 +59,9 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// The highest read-round sequence the follower acknowledged (thesis §6.4).
     pub(crate) read_ack: u64,
+    /// The match index when the last heartbeat was sent. If a heartbeat is answered and
+    /// the match index has not moved since, appends sent before it were lost.
+    pub(crate) match_at_heartbeat: Index,
 }
 
 impl Progress {
@@ -77,6 +80,7 @@ impl Progress {
             commit_sent: 0,
             recent_active: false,
             read_ack: 0,
+            match_at_heartbeat: 0,
         }
     }
 
