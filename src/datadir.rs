@@ -36,6 +36,10 @@ use crate::{Error, Result};
 pub const LOCK_FILE: &str = "LOCK";
 /// File name of the identity file.
 pub const IDENTITY_FILE: &str = "identity.json";
+/// The WAL's directory inside a data directory.
+pub const WAL_DIR: &str = "wal";
+/// The snapshots' directory inside a data directory.
+pub const SNAPSHOT_DIR: &str = "snapshots";
 /// The identity file format this code writes and reads.
 pub const IDENTITY_FORMAT_VERSION: u32 = 1;
 /// Largest identity file read: it holds a few short names; 1 MiB bounds a corrupt one.
@@ -122,12 +126,12 @@ impl DataDir {
 
     /// `<path>/wal`.
     pub fn wal_dir(&self) -> PathBuf {
-        self.path.join("wal")
+        self.path.join(WAL_DIR)
     }
 
     /// `<path>/snapshots` (created by [`DataDir::open`]).
     pub fn snapshot_dir(&self) -> PathBuf {
-        self.path.join("snapshots")
+        self.path.join(SNAPSHOT_DIR)
     }
 
     /// Who the directory belongs to.
@@ -144,7 +148,7 @@ fn check_empty(path: &Path) -> Result<()> {
     for entry in entries {
         let entry = entry.map_err(|error| Error::io("list", path, error))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = [LOCK_FILE, "identity.json.tmp", "wal", "snapshots"];
+        let ours = [LOCK_FILE, "identity.json.tmp", WAL_DIR, SNAPSHOT_DIR];
         if !ours.contains(&name.as_str()) {
             foreign.push(name);
         }

@@ -1,0 +1,203 @@
+//! kvinspect through the built binary, on a data directory the WAL wrote and on damaged
+//! ones. It must be read-only: it runs while the directory is locked, and changes nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kvstore::datadir::{DataDir, Identity};
+use kvstore::raft::{Entry, HardState};
+use kvstore::wal::{Options, Wal};
+
+fn kvinspect(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvinspect"))
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("run kvinspect")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn identity() -> Identity {
+    Identity {
+        node_id: "n2".to_string(),
+        cluster_id: "cluster-a".to_string(),
+        voters: vec!["n1".to_string(), "n2".to_string(), "n3".to_string()],
+    }
+}
+
+/// A data dir with 30 entries over several segments; returns the locked DataDir too.
+fn populated(path: &Path) -> DataDir {
+    let data_dir = DataDir::open(path, &identity()).unwrap();
+    let options = Options {
+        segment_bytes_max: 400,
+        ..Options::default()
+    };
+    let (mut wal, _) = Wal::open(&data_dir.wal_dir(), options).unwrap();
+    let state = HardState {
+        term: 4,
+        vote: Some("n1".to_string()),
+        commit: 25,
+    };
+    wal.save(Some(&state), &[]).unwrap();
+    for index in 1..=30u64 {
+        let command = format!("put key{index}=value{index}").into_bytes();
+        wal.save(
+            None,
+            &[Entry {
+                index,
+                term: 4,
+                command,
+            }],
+        )
+        .unwrap();
+    }
+    data_dir
+}
+
+fn segment_files(path: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path.join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn all_bytes(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(path.join("wal"))
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn summary_is_the_default_and_shows_identity_state_and_segments() {
+    let temp = tempfile::tempdir().unwrap();
+    let _locked = populated(temp.path());
+    let output = kvinspect(temp.path(), &[]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    for expected in [
+        "node id:     n2",
+        "cluster-a",
+        "n1, n2, n3",
+        "term 4 vote n1 commit 25",
+        "first index 1, last index 30",
+        ".wal",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert_eq!(stdout(&kvinspect(temp.path(), &["summary"])), text);
+}
+
+#[test]
+fn segments_lists_every_segment_with_ranges() {
+    let temp = tempfile::tempdir().unwrap();
+    let _locked = populated(temp.path());
+    let output = kvinspect(temp.path(), &["segments"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    assert_eq!(
+        text.lines().count(),
+        segment_files(temp.path()).len(),
+        "{text}"
+    );
+    assert!(text.contains("indexes 1..="), "{text}");
+}
+
+#[test]
+fn entries_as_text_and_json() {
+    let temp = tempfile::tempdir().unwrap();
+    let _locked = populated(temp.path());
+    let output = kvinspect(temp.path(), &["entries", "--from", "2", "--to", "4"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), 3);
+    assert!(text.contains("\"put key3=value3\""), "{text}");
+    let output = kvinspect(
+        temp.path(),
+        &["entries", "--from", "29", "--to", "30", "--json"],
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rows[0]["index"], 29);
+    assert_eq!(rows[1]["term"], 4);
+    assert_eq!(rows[1]["command_utf8_lossy"], "put key30=value30");
+    assert_eq!(rows[1]["command_bytes"], 17);
+}
+
+#[test]
+fn verify_passes_on_a_clean_log_while_the_node_holds_the_lock() {
+    let temp = tempfile::tempdir().unwrap();
+    let _locked = populated(temp.path());
+    let before = all_bytes(temp.path());
+    let output = kvinspect(temp.path(), &["verify"]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout(&output).starts_with("ok:"));
+    assert_eq!(all_bytes(temp.path()), before);
+}
+
+#[test]
+fn verify_fails_on_corruption_naming_file_offset_and_indexes() {
+    let temp = tempfile::tempdir().unwrap();
+    drop(populated(temp.path()));
+    let sealed = segment_files(temp.path())[1].clone();
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(&sealed, bytes).unwrap();
+    let before = all_bytes(temp.path());
+    let output = kvinspect(temp.path(), &["verify"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let text = stdout(&output);
+    let name = sealed.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        text.contains("CORRUPTION") && text.contains(&name),
+        "{text}"
+    );
+    assert!(
+        text.contains("byte offset") && text.contains("log indexes"),
+        "{text}"
+    );
+    assert!(kvinspect(temp.path(), &["summary"]).status.success());
+    assert_eq!(all_bytes(temp.path()), before, "kvinspect changed nothing");
+}
+
+#[test]
+fn verify_reports_a_torn_tail_without_repairing_it() {
+    let temp = tempfile::tempdir().unwrap();
+    drop(populated(temp.path()));
+    let newest = segment_files(temp.path()).pop().unwrap();
+    let length = std::fs::metadata(&newest).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap()
+        .set_len(length - 4)
+        .unwrap();
+    let before = all_bytes(temp.path());
+    let output = kvinspect(temp.path(), &["verify"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(stdout(&output).contains("TORN TAIL"), "{}", stdout(&output));
+    let output = kvinspect(temp.path(), &["entries", "--from", "28"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output).lines().count(), 2, "entry 30 was torn off");
+    assert_eq!(all_bytes(temp.path()), before, "no repair, no torn-*.bin");
+}
+
+#[test]
+fn not_a_data_dir_is_an_error() {
+    let temp = tempfile::tempdir().unwrap();
+    let output = kvinspect(temp.path(), &["summary"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a kvstore data directory"));
+}
