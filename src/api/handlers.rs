@@ -279,7 +279,7 @@ pub async fn json_get(
     api.read_barrier(params.consistency.as_deref()).await?;
     let found = api.node.store().get(&key).cloned();
     let versioned = found.ok_or_else(|| ApiError::not_found(format!("key {key:?} not found")))?;
-    let value = String::from_utf8(versioned.value).map_err(|_| {
+    let value = String::from_utf8(versioned.value.to_vec()).map_err(|_| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "not_utf8",

@@ -47,6 +47,8 @@ pub(super) struct Driver {
     parts: Parts,
     /// Proposals by log index.
     proposals: BTreeMap<Index, Proposal>,
+    /// Answers to proposals applied in this iteration, sent after the status is published.
+    replies: Vec<(oneshot::Sender<Result<Outcome>>, Result<Outcome>)>,
     /// Read requests handed to the core, by context.
     reads_requested: HashMap<u64, oneshot::Sender<Result<()>>>,
     /// Reads whose index is known, waiting for apply to reach it.
@@ -63,6 +65,7 @@ impl Driver {
         Driver {
             parts,
             proposals: BTreeMap::new(),
+            replies: Vec::new(),
             reads_requested: HashMap::new(),
             reads_confirmed: Vec::new(),
             next_read_context: 1,
@@ -94,6 +97,11 @@ impl Driver {
                 self.handle_ready()?;
             }
             self.publish_status();
+            // Answer only now, so a client that got its answer sees at least that state in
+            // /raft/status, and outside the store lock so woken readers do not wait on it.
+            for (reply, result) in self.replies.drain(..) {
+                let _ = reply.send(result);
+            }
         }
         tracing::info!("driver stopped on request");
         Ok(())
@@ -225,26 +233,22 @@ impl Driver {
         let Some(last) = entries.last().map(|entry| entry.index) else {
             return;
         };
-        let mut results = Vec::new();
         {
             let mut store = self.parts.store.write().expect("store lock poisoned");
             for entry in &entries {
                 let outcome = store.apply(entry);
                 if let Some(proposal) = self.proposals.remove(&entry.index) {
-                    results.push((proposal, entry.term, outcome));
+                    let result = if proposal.term == entry.term {
+                        Ok(outcome)
+                    } else {
+                        Err(Error::Unavailable(
+                            "leadership changed before the write committed; it was not applied"
+                                .into(),
+                        ))
+                    };
+                    self.replies.push((proposal.reply, result));
                 }
             }
-        }
-        // Reply outside the lock so readers woken by the replies do not wait on it.
-        for (proposal, term, outcome) in results {
-            let result = if proposal.term == term {
-                Ok(outcome)
-            } else {
-                Err(Error::Unavailable(
-                    "leadership changed before the write committed; it was not applied".into(),
-                ))
-            };
-            let _ = proposal.reply.send(result);
         }
         self.parts.raft.applied(last);
         self.parts.metrics.commits.inc_by(entries.len() as u64);

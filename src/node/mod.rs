@@ -273,7 +273,11 @@ impl NodeHandle {
     pub async fn propose(&self, command: &Command, timeout: Duration) -> Result<Outcome> {
         let bytes = command.encode();
         let deadline = tokio::time::Instant::now() + timeout;
-        self.until_leader_known(deadline, |reply| Event::Propose {
+        let attempt = Attempt {
+            timeout: None,
+            timeout_message: TIMEOUT_MESSAGE,
+        };
+        self.until_leader_known(deadline, attempt, |reply| Event::Propose {
             command: bytes.clone(),
             reply,
         })
@@ -284,13 +288,21 @@ impl NodeHandle {
     /// was confirmed by a quorum and this node has applied up to it (thesis §6.4).
     pub async fn read_barrier(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        self.until_leader_known(deadline, |reply| Event::Read { reply })
+        let attempt = Attempt {
+            timeout: Some(READ_ATTEMPT_TIMEOUT),
+            timeout_message: "timed out waiting for a quorum to confirm the read index",
+        };
+        self.until_leader_known(deadline, attempt, |reply| Event::Read { reply })
             .await
     }
 
+    /// Submits an event until it gets an answer other than "no leader known", waiting for a
+    /// leader in between, and (for idempotent requests) re-submitting an attempt that got no
+    /// answer in time.
     async fn until_leader_known<T>(
         &self,
         deadline: tokio::time::Instant,
+        attempt: Attempt,
         event: impl Fn(oneshot::Sender<Result<T>>) -> Event,
     ) -> Result<T> {
         let mut status = self.status.clone();
@@ -298,10 +310,15 @@ impl NodeHandle {
             status.mark_unchanged();
             let (reply, result) = oneshot::channel();
             self.submit(event(reply))?;
-            let outcome = match tokio::time::timeout_at(deadline, result).await {
+            let attempt_deadline = match attempt.timeout {
+                Some(timeout) => deadline.min(tokio::time::Instant::now() + timeout),
+                None => deadline,
+            };
+            let outcome = match tokio::time::timeout_at(attempt_deadline, result).await {
                 Ok(Ok(outcome)) => outcome,
                 Ok(Err(_)) => return Err(self.stopped_error()),
-                Err(_) => return Err(Error::Unavailable(TIMEOUT_MESSAGE.into())),
+                Err(_) if attempt_deadline < deadline => continue,
+                Err(_) => return Err(Error::Unavailable(attempt.timeout_message.into())),
             };
             match outcome {
                 Err(Error::NotLeader { leader: None }) => {
@@ -363,6 +380,20 @@ impl NodeHandle {
         self.store().applied_index()
     }
 }
+
+/// How one request to the driver is attempted.
+struct Attempt {
+    /// Give up on one attempt after this long and submit again (idempotent requests only).
+    timeout: Option<Duration>,
+    /// The `503` message when the overall deadline passes.
+    timeout_message: &'static str,
+}
+
+/// How long one linearizable read attempt may wait before it is asked again. A read
+/// forwarded to a leader that died, or whose message was lost, is otherwise only failed at
+/// the request deadline (the raft core does not time reads out); asking again goes to the
+/// current leader. Reads take milliseconds when the cluster is healthy.
+const READ_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Message of a `503` that may hide an applied write.
 pub const TIMEOUT_MESSAGE: &str =

@@ -29,14 +29,23 @@
 //! - `applied_index` only grows, one entry at a time (asserted).
 //! - Each stored revision is <= `applied_index`.
 //!
+//! # Point-in-time views
+//!
+//! The map is an `imbl::OrdMap`, a persistent B-tree: [`Store::view`] clones it in O(1)
+//! and the clone shares every node until the live map writes to it (copy on write, one
+//! node of at most 64 entries at a time). A snapshot is serialized from such a view on
+//! another thread while the driver keeps applying writes. Keys are `Arc<str>` and values
+//! `Bytes`, so copying a node copies pointers, not key and value bytes.
+//!
 //! # Implementation caveats
 //!
 //! - The whole map lives in memory; durability comes from the WAL and snapshots.
 //! - Keys are UTF-8 strings (they come from URL paths and JSON); values are arbitrary bytes.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -111,11 +120,14 @@ pub enum Outcome {
     },
 }
 
+/// The map type: ordered, persistent (O(1) clone), shared keys and values.
+pub type Map = imbl::OrdMap<Arc<str>, Versioned>;
+
 /// A stored value with the revision that wrote it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Versioned {
     /// The value bytes.
-    pub value: Vec<u8>,
+    pub value: Bytes,
     /// The raft index of the write.
     pub revision: Index,
 }
@@ -123,7 +135,7 @@ pub struct Versioned {
 /// The key-value state machine.
 #[derive(Debug, Default)]
 pub struct Store {
-    data: BTreeMap<String, Versioned>,
+    data: Map,
     applied_index: Index,
     state_hash: u64,
 }
@@ -135,7 +147,7 @@ impl Store {
     }
 
     /// Builds a store from a snapshot's contents.
-    pub fn from_parts(data: BTreeMap<String, Versioned>, applied_index: Index) -> Store {
+    pub fn from_parts(data: Map, applied_index: Index) -> Store {
         let state_hash = data.iter().fold(0u64, |hash, (key, versioned)| {
             hash.wrapping_add(key_hash(key, versioned))
         });
@@ -166,9 +178,15 @@ impl Store {
         self.state_hash
     }
 
-    /// The whole map, e.g. to snapshot it.
-    pub fn data(&self) -> &BTreeMap<String, Versioned> {
+    /// The whole map.
+    pub fn data(&self) -> &Map {
         &self.data
+    }
+
+    /// A point-in-time copy of the map and the index it reflects, in O(1) (see the module
+    /// doc): later writes to the store do not show in it.
+    pub fn view(&self) -> (Map, Index) {
+        (self.data.clone(), self.applied_index)
     }
 
     /// Looks up a key.
@@ -179,10 +197,10 @@ impl Store {
     /// Up to `limit` keys starting with `prefix`, in order.
     pub fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Vec<String> {
         self.data
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .range::<_, str>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
             .take(limit)
-            .map(|(key, _)| key.clone())
+            .map(|(key, _)| key.to_string())
             .collect()
     }
 
@@ -225,7 +243,10 @@ impl Store {
                 (key, *condition)
             }
         };
-        let current = self.data.get(key).map(|versioned| versioned.revision);
+        let current = self
+            .data
+            .get(key.as_str())
+            .map(|versioned| versioned.revision);
         let holds = match condition {
             Condition::None => true,
             Condition::Revision(revision) => current == Some(revision),
@@ -237,13 +258,11 @@ impl Store {
         }
         match command {
             Command::Put { key, value, .. } => {
-                self.insert(
-                    key,
-                    Versioned {
-                        value,
-                        revision: index,
-                    },
-                );
+                let versioned = Versioned {
+                    value: Bytes::from(value),
+                    revision: index,
+                };
+                self.insert(Arc::from(key), versioned);
                 Outcome::Put { revision: index }
             }
             Command::Delete { key, .. } => Outcome::Deleted {
@@ -252,12 +271,11 @@ impl Store {
         }
     }
 
-    fn insert(&mut self, key: String, versioned: Versioned) {
+    fn insert(&mut self, key: Arc<str>, versioned: Versioned) {
         self.state_hash = self.state_hash.wrapping_add(key_hash(&key, &versioned));
-        if let Some(old) = self.data.get(&key) {
-            self.state_hash = self.state_hash.wrapping_sub(key_hash(&key, old));
+        if let Some(old) = self.data.insert(key.clone(), versioned) {
+            self.state_hash = self.state_hash.wrapping_sub(key_hash(&key, &old));
         }
-        self.data.insert(key, versioned);
     }
 
     fn remove(&mut self, key: &str) -> bool {
@@ -359,7 +377,7 @@ mod tests {
             store.apply(&entry(4, &put("k", "w", Condition::Revision(1)))),
             Outcome::Put { revision: 4 }
         );
-        assert_eq!(store.get("k").unwrap().value, b"w");
+        assert_eq!(store.get("k").unwrap().value, &b"w"[..]);
     }
 
     #[test]
