@@ -108,10 +108,12 @@ impl FileSystem for StdFs {
         if file.metadata()?.len() == 0 {
             return Ok(Box::new(Mapped { map: None }));
         }
-        // SAFETY: the WAL maps only its own segment files, which no other process writes
-        // (the data directory lock keeps other kvstore processes out), and it never
-        // changes a mapped region while the map is alive: a segment is mapped during
-        // replay, and truncated only after its map is dropped.
+        // SAFETY: the WAL maps only its own segment files and never changes a mapped
+        // region while its map is alive: a segment is mapped during replay, and truncated
+        // (torn-tail repair) only after that map is dropped. Other kvstore processes that
+        // write are kept out by the data directory lock. A read-only reader (kvinspect)
+        // running while a node *starts* could see a segment shrink under its map and get
+        // SIGBUS: a crash of the inspector, never damage to the log (see caveats).
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(Box::new(Mapped { map: Some(map) }))
     }

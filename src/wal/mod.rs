@@ -189,6 +189,13 @@
 //!   their segment is compacted away.
 //! - Bytes after a repaired torn tail are kept in `torn-*.bin` files forever; an operator
 //!   deletes them.
+//! - Replay maps segments. A read-only reader (`kvinspect`) that runs while a node starts
+//!   and repairs a torn tail may see the mapped file shrink and die of SIGBUS; the log is
+//!   not harmed. Running kvinspect next to a node that is already up is safe (appends
+//!   never change mapped bytes).
+//! - A truncation record's effect is recomputed on every replay; nothing caches the
+//!   replayed state, so replay time grows with the size of the log kept (compaction
+//!   bounds it).
 
 pub mod format;
 pub mod fs;
