@@ -309,6 +309,58 @@ pub fn encode_record(
     Ok(FRAME_HEADER_BYTES + payload_bytes)
 }
 
+/// Commands at least this large are not copied into the batch buffer: APPEND writes them
+/// straight from the caller's entry with a vectored write. Below it, one more `iovec` costs
+/// more than the copy saves.
+pub const DETACHED_COMMAND_BYTES_MIN: usize = 1024;
+
+/// Like [`encode_record`], but an entry whose command is at least
+/// [`DETACHED_COMMAND_BYTES_MIN`] bytes gets only its frame header and varints written to
+/// `buffer`; the command is returned, and the caller writes it right after them. The CRC
+/// covers it all the same. Returns the whole frame's size and the detached command.
+pub fn encode_record_detached<'a>(
+    record: &RecordRef<'a>,
+    batch_end: bool,
+    buffer: &mut Vec<u8>,
+) -> Result<(usize, Option<&'a [u8]>), String> {
+    let RecordRef::Entry {
+        index,
+        term,
+        command,
+    } = *record
+    else {
+        return encode_record(record, batch_end, buffer).map(|bytes| (bytes, None));
+    };
+    if command.len() < DETACHED_COMMAND_BYTES_MIN {
+        return encode_record(record, batch_end, buffer).map(|bytes| (bytes, None));
+    }
+    if command.len() > ENTRY_BYTES_MAX {
+        return Err(format!(
+            "entry {index} command of {} bytes exceeds ENTRY_BYTES_MAX ({ENTRY_BYTES_MAX})",
+            command.len()
+        ));
+    }
+    let start = buffer.len();
+    buffer.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+    push_varint(index, buffer);
+    push_varint(term, buffer);
+    push_varint(command.len() as u64, buffer);
+    let payload_bytes = buffer.len() - start - FRAME_HEADER_BYTES + command.len();
+    let type_byte = if batch_end {
+        kind::ENTRY | TYPE_FLAG_BATCH_END
+    } else {
+        kind::ENTRY
+    };
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[type_byte]);
+    hasher.update(&buffer[start + FRAME_HEADER_BYTES..]);
+    hasher.update(command);
+    buffer[start..start + 4].copy_from_slice(&(payload_bytes as u32).to_le_bytes());
+    buffer[start + 4..start + 8].copy_from_slice(&hasher.finalize().to_le_bytes());
+    buffer[start + 8] = type_byte;
+    Ok((FRAME_HEADER_BYTES + payload_bytes, Some(command)))
+}
+
 /// Serializes the payload of `record` onto `buffer`; returns the record kind.
 fn encode_payload(record: &RecordRef<'_>, buffer: &mut Vec<u8>) -> Result<u8, String> {
     let encoded = match record {
@@ -573,6 +625,32 @@ pub fn parse_segment_file_name(name: &str) -> Option<SegmentHeader> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detached_encoding_writes_the_same_bytes() {
+        for length in [
+            0,
+            1,
+            DETACHED_COMMAND_BYTES_MIN - 1,
+            DETACHED_COMMAND_BYTES_MIN,
+            5000,
+        ] {
+            let command = vec![9u8; length];
+            let record = RecordRef::Entry {
+                index: 300,
+                term: 7,
+                command: &command,
+            };
+            let mut inline = Vec::new();
+            let inline_bytes = encode_record(&record, true, &mut inline).unwrap();
+            let mut split = Vec::new();
+            let (split_bytes, detached) =
+                encode_record_detached(&record, true, &mut split).unwrap();
+            assert_eq!(detached.is_some(), length >= DETACHED_COMMAND_BYTES_MIN);
+            split.extend_from_slice(detached.unwrap_or_default());
+            assert_eq!((split, split_bytes), (inline, inline_bytes));
+        }
+    }
 
     #[test]
     fn hand_written_entry_payload_is_postcard() {
