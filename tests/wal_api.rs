@@ -284,3 +284,46 @@ fn large_commands_written_in_place_round_trip() {
     assert_eq!(recovered.entries, batch);
     assert!(kvstore::wal::verify(temp.path()).unwrap().is_clean());
 }
+
+/// A crash between a durable `Compact`/`Reset` record and the segment deletions that
+/// follow it (TRUNCATION commit points): replay gives the truncated log with or without
+/// the dead segments, and with only the oldest of them deleted.
+#[test]
+fn crash_between_truncation_record_and_segment_deletion() {
+    let temp = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = reopen(temp.path(), small_segments());
+        for index in 1..=60 {
+            wal.save(None, &[entry(index, 1)]).unwrap();
+        }
+        // The record alone, as if the process died before deleting anything.
+        wal.append(&[Record::Compact { index: 40, term: 1 }])
+            .unwrap();
+        assert!(wal.segments().len() > 3);
+    }
+    let (_, recovered) = reopen(temp.path(), small_segments());
+    assert_eq!(
+        (recovered.base, recovered.entries),
+        (Some((40, 1)), entries(41, 60, 1))
+    );
+    let oldest = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .min()
+        .unwrap();
+    std::fs::remove_file(oldest).unwrap();
+    let (mut wal, recovered) = reopen(temp.path(), small_segments());
+    assert_eq!(recovered.entries, entries(41, 60, 1));
+    wal.append(&[Record::Reset { index: 90, term: 4 }]).unwrap();
+    drop(wal);
+    let (wal, recovered) = reopen(temp.path(), small_segments());
+    assert_eq!(
+        (recovered.base, recovered.entries.len()),
+        (Some((90, 4)), 0)
+    );
+    assert_eq!(
+        (wal.first_index(), wal.last_index(), wal.last_term()),
+        (91, 90, 4)
+    );
+}
