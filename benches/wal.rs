@@ -5,6 +5,7 @@
 //! - `raw/<payload>/<batch>`: the same number of bytes per call written with a plain
 //!   `write` + `fdatasync` to an appending file in the same directory: the disk's own rate,
 //!   so `append / raw` is the WAL's efficiency, measured in one run on one disk.
+//! - `encode/<payload>/256`: framing a 256-entry batch in memory (no I/O).
 //! - `replay/100B`: `Wal::open` (read-only, page cache warm) of a log of at least 256 MiB
 //!   of 100-byte entries. Throughput counts entries.
 //!
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use kvstore::raft::Entry;
-use kvstore::wal::{Options, Wal};
+use kvstore::wal::{Options, Record, Wal, format};
 
 const PAYLOADS_BYTES: [usize; 2] = [100, 4096];
 const BATCH_SIZES: [usize; 3] = [1, 16, 256];
@@ -168,44 +169,55 @@ fn replay(c: &mut Criterion) {
 }
 
 /// Rounds per configuration of the paired WAL-vs-raw comparison.
-const PAIRED_ROUNDS: usize = 150;
+const PAIRED_ROUNDS: usize = 200;
 
-/// Median of durations (sorts in place).
-fn median(samples: &mut [Duration]) -> Duration {
+/// Median and mean of durations (sorts in place).
+fn median_and_mean(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort();
-    samples[samples.len() / 2]
+    let total: Duration = samples.iter().sum();
+    (samples[samples.len() / 2], total / samples.len() as u32)
 }
 
-/// The disk's fdatasync latency drifts a lot on a shared machine, so the criterion groups
-/// (`append`, then `raw`, minutes apart) can see different disks. This pairs them: each
-/// round does one WAL batch and then one raw write + fdatasync of the same command bytes,
-/// in the same directory, and the ratio of medians is printed. Skip with
-/// `WAL_BENCH_PAIRED=0`.
+/// The disk's fdatasync latency drifts a lot on a shared machine (here it flips between
+/// ~0.15 ms and ~4 ms as other builds come and go), so the criterion groups (`append`,
+/// then `raw`, a minute apart) can see different disks. This pairs them: each round does
+/// one WAL batch and one raw write + fdatasync of the same command bytes in the same
+/// directory, alternating which goes first. The ratio of the means (total bytes over total
+/// time, both sides seeing the same mix of slow and fast moments) is the number to quote.
+/// Skip with `WAL_BENCH_PAIRED=0`.
 fn paired_report() {
     let benchmarking = std::env::args().any(|arg| arg == "--bench");
     if !benchmarking || std::env::var("WAL_BENCH_PAIRED").is_ok_and(|value| value == "0") {
         return; // `cargo test --benches` runs each benchmark once; skip the report there.
     }
-    println!("paired WAL vs raw write+fdatasync ({PAIRED_ROUNDS} rounds each, medians):");
+    println!(
+        "paired WAL vs raw write+fdatasync, {PAIRED_ROUNDS} rounds each (median / mean latency):"
+    );
     for payload_bytes in PAYLOADS_BYTES {
         for batch in BATCH_SIZES {
-            let (wal_time, raw_time) = paired(payload_bytes, batch);
+            let (mut wal_times, mut raw_times) = paired(payload_bytes, batch);
+            let (wal_median, wal_mean) = median_and_mean(&mut wal_times);
+            let (raw_median, raw_mean) = median_and_mean(&mut raw_times);
             let bytes = (payload_bytes * batch) as f64;
             let mib = |time: Duration| bytes / time.as_secs_f64() / (1024.0 * 1024.0);
+            let micros = |time: Duration| time.as_secs_f64() * 1e6;
             println!(
-                "  {:>5}/{batch:<3}  wal {:>9.1} us {:>8.2} MiB/s   raw {:>9.1} us {:>8.2} MiB/s   wal/raw {:>5.1}%",
+                "  {:>5}/{batch:<3}  wal {:>7.0}/{:>7.0} us {:>8.2} MiB/s   raw {:>7.0}/{:>7.0} us {:>8.2} MiB/s   wal/raw {:>5.1}%",
                 payload_name(payload_bytes),
-                wal_time.as_secs_f64() * 1e6,
-                mib(wal_time),
-                raw_time.as_secs_f64() * 1e6,
-                mib(raw_time),
-                100.0 * raw_time.as_secs_f64() / wal_time.as_secs_f64()
+                micros(wal_median),
+                micros(wal_mean),
+                mib(wal_mean),
+                micros(raw_median),
+                micros(raw_mean),
+                mib(raw_mean),
+                100.0 * raw_mean.as_secs_f64() / wal_mean.as_secs_f64()
             );
         }
     }
 }
 
-fn paired(payload_bytes: usize, batch: usize) -> (Duration, Duration) {
+/// Latencies of interleaved WAL saves and raw write+fdatasync calls of the same bytes.
+fn paired(payload_bytes: usize, batch: usize) -> (Vec<Duration>, Vec<Duration>) {
     let dir = bench_dir();
     let (mut wal, _) = Wal::open(&dir.path().join("wal"), Options::default()).expect("open");
     let mut file = File::create(dir.path().join("raw.bin")).expect("create");
@@ -236,10 +248,41 @@ fn paired(payload_bytes: usize, batch: usize) -> (Duration, Duration) {
             }
         }
     }
-    (median(&mut wal_times), median(&mut raw_times))
+    (wal_times, raw_times)
 }
 
-criterion_group!(benches, append, raw, replay);
+/// CPU cost of framing a batch (postcard varints, copy, CRC32), without any I/O: the part
+/// of `append` that `raw` does not pay.
+fn encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("encode");
+    for payload_bytes in PAYLOADS_BYTES {
+        let batch = 256;
+        group.throughput(Throughput::Bytes((payload_bytes * batch) as u64));
+        let records: Vec<Record> = (1..=batch as u64)
+            .map(|index| {
+                Record::Entry(Entry {
+                    index,
+                    term: 1,
+                    command: command(index, payload_bytes),
+                })
+            })
+            .collect();
+        let mut buffer = Vec::new();
+        let id = BenchmarkId::new(payload_name(payload_bytes), batch);
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                buffer.clear();
+                for record in &records {
+                    format::encode_record(&record.as_ref(), false, &mut buffer).expect("encode");
+                }
+                black_box(buffer.len())
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append, raw, encode, replay);
 
 fn main() {
     paired_report();

@@ -257,3 +257,73 @@ fn read_only_open_refuses_writes() {
     assert_eq!(wal.entries(1, 3).unwrap(), entries(1, 3, 1));
     assert!(wal.save(None, &[entry(4, 1)]).is_err());
 }
+
+#[test]
+fn large_commands_written_in_place_round_trip() {
+    let temp = tempfile::tempdir().unwrap();
+    // Commands of 1 KiB and more go out by vectored write straight from the entries.
+    let batch: Vec<Entry> = (1..=40u64)
+        .map(|index| Entry {
+            index,
+            term: 3,
+            command: vec![
+                (index % 251) as u8;
+                [0, 10, 1023, 1024, 4096, 70_000][index as usize % 6]
+            ],
+        })
+        .collect();
+    {
+        let (mut wal, _) = reopen(temp.path(), Options::default());
+        wal.save(Some(&HardState::default()), &batch[..17]).unwrap();
+        wal.save(None, &batch[17..]).unwrap();
+        assert_eq!(wal.entries(1, 40).unwrap(), batch);
+        let on_disk = std::fs::metadata(&wal.segments()[0].path).unwrap().len();
+        assert_eq!(wal.size_bytes(), on_disk);
+    }
+    let (_, recovered) = reopen(temp.path(), Options::default());
+    assert_eq!(recovered.entries, batch);
+    assert!(kvstore::wal::verify(temp.path()).unwrap().is_clean());
+}
+
+/// A crash between a durable `Compact`/`Reset` record and the segment deletions that
+/// follow it (TRUNCATION commit points): replay gives the truncated log with or without
+/// the dead segments, and with only the oldest of them deleted.
+#[test]
+fn crash_between_truncation_record_and_segment_deletion() {
+    let temp = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = reopen(temp.path(), small_segments());
+        for index in 1..=60 {
+            wal.save(None, &[entry(index, 1)]).unwrap();
+        }
+        // The record alone, as if the process died before deleting anything.
+        wal.append(&[Record::Compact { index: 40, term: 1 }])
+            .unwrap();
+        assert!(wal.segments().len() > 3);
+    }
+    let (_, recovered) = reopen(temp.path(), small_segments());
+    assert_eq!(
+        (recovered.base, recovered.entries),
+        (Some((40, 1)), entries(41, 60, 1))
+    );
+    let oldest = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .min()
+        .unwrap();
+    std::fs::remove_file(oldest).unwrap();
+    let (mut wal, recovered) = reopen(temp.path(), small_segments());
+    assert_eq!(recovered.entries, entries(41, 60, 1));
+    wal.append(&[Record::Reset { index: 90, term: 4 }]).unwrap();
+    drop(wal);
+    let (wal, recovered) = reopen(temp.path(), small_segments());
+    assert_eq!(
+        (recovered.base, recovered.entries.len()),
+        (Some((90, 4)), 0)
+    );
+    assert_eq!(
+        (wal.first_index(), wal.last_index(), wal.last_term()),
+        (91, 90, 4)
+    );
+}

@@ -140,9 +140,10 @@ fn print_segments(report: &VerifyReport) {
 fn print_damage(report: &VerifyReport) {
     if let Some(torn) = &report.torn_tail {
         println!(
-            "TORN TAIL:   {} at byte offset {} ({} bytes; {}); the next start saves these bytes aside and cuts them",
+            "TORN TAIL:   {} at byte offset {} (log index {} on; {} bytes; {}); the next start saves these bytes aside and cuts them",
             torn.file.display(),
             torn.offset,
+            torn.index,
             torn.bytes,
             torn.detail
         );

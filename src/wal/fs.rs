@@ -6,7 +6,7 @@
 
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::ops::Deref;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,15 @@ use std::sync::{Arc, Mutex};
 pub trait WalFile: Send + Debug {
     /// Writes all of `bytes` at the end of the file.
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Writes all of `parts`, in order, at the end of the file (one `writev` where the
+    /// system allows). The default concatenates them and calls [`WalFile::append`].
+    fn append_vectored(&mut self, parts: &[IoSlice<'_>]) -> io::Result<()> {
+        let mut joined = Vec::with_capacity(parts.iter().map(|part| part.len()).sum());
+        for part in parts {
+            joined.extend_from_slice(part);
+        }
+        self.append(&joined)
+    }
     /// `fdatasync`: the data written so far (and the size) is durable on return.
     fn sync_data(&mut self) -> io::Result<()>;
     /// Shrinks (or grows) the file to `length_bytes`; the next append goes there.
@@ -61,6 +70,20 @@ struct StdFile {
 impl WalFile for StdFile {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.file.write_all(bytes)
+    }
+    fn append_vectored(&mut self, parts: &[IoSlice<'_>]) -> io::Result<()> {
+        let mut owned: Vec<IoSlice<'_>> = parts.to_vec();
+        let mut remaining = &mut owned[..];
+        IoSlice::advance_slices(&mut remaining, 0);
+        while !remaining.is_empty() {
+            match self.file.write_vectored(remaining) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => IoSlice::advance_slices(&mut remaining, written),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
     }
     fn sync_data(&mut self) -> io::Result<()> {
         self.file.sync_data()
@@ -108,10 +131,12 @@ impl FileSystem for StdFs {
         if file.metadata()?.len() == 0 {
             return Ok(Box::new(Mapped { map: None }));
         }
-        // SAFETY: the WAL maps only its own segment files, which no other process writes
-        // (the data directory lock keeps other kvstore processes out), and it never
-        // changes a mapped region while the map is alive: a segment is mapped during
-        // replay, and truncated only after its map is dropped.
+        // SAFETY: the WAL maps only its own segment files and never changes a mapped
+        // region while its map is alive: a segment is mapped during replay, and truncated
+        // (torn-tail repair) only after that map is dropped. Other kvstore processes that
+        // write are kept out by the data directory lock. A read-only reader (kvinspect)
+        // running while a node *starts* could see a segment shrink under its map and get
+        // SIGBUS: a crash of the inspector, never damage to the log (see caveats).
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(Box::new(Mapped { map: Some(map) }))
     }

@@ -1,6 +1,7 @@
 //! The [`Wal`] itself: open (replay + repair), group-commit append, truncation, reads.
 //! The protocols it follows are numbered in the module root ([`crate::wal`]).
 
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -288,9 +289,10 @@ impl Wal {
         self.dry_run(records).map_err(Error::InvalidInput)?;
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
-        let encoded = encode_batch(records, &mut buffer);
-        let result = encoded.and_then(|frames| {
-            let (sequence, offset) = self.write_batch(&buffer)?;
+        let encoded = encode_batch_detached(records, &mut buffer);
+        let result = encoded.and_then(|(frames, parts)| {
+            let slices = io_slices(&buffer, &parts);
+            let (sequence, offset) = self.write_batch(&slices)?;
             self.apply_written(records, &frames, sequence, offset);
             Ok(())
         });
@@ -330,18 +332,18 @@ impl Wal {
 
     /// APPEND steps 2-4 (after ROTATION if the batch does not fit): one write, one
     /// fdatasync. Any failure poisons the log. Returns where the batch starts.
-    fn write_batch(&mut self, batch: &[u8]) -> Result<(u64, u64)> {
-        if batch.len() > format::BATCH_BYTES_MAX {
+    fn write_batch(&mut self, batch: &[IoSlice<'_>]) -> Result<(u64, u64)> {
+        let batch_bytes: usize = batch.iter().map(|part| part.len()).sum();
+        if batch_bytes > format::BATCH_BYTES_MAX {
             return Err(Error::InvalidInput(format!(
-                "batch of {} bytes exceeds BATCH_BYTES_MAX",
-                batch.len()
+                "batch of {batch_bytes} bytes exceeds BATCH_BYTES_MAX"
             )));
         }
-        let result = self.rotate_if_full(batch.len() as u64).and_then(|()| {
+        let result = self.rotate_if_full(batch_bytes as u64).and_then(|()| {
             let segment = self.segments.last().ok_or(Error::Poisoned)?;
             let (sequence, offset, path) = (segment.sequence, segment.bytes, segment.path.clone());
             let file = self.active.as_mut().ok_or(Error::Poisoned)?;
-            file.append(batch)
+            file.append_vectored(batch)
                 .map_err(|error| Error::io("write", &path, error))?;
             file.sync_data()
                 .map_err(|error| Error::io("fdatasync", &path, error))?;
@@ -350,7 +352,7 @@ impl Wal {
         match result {
             Ok((sequence, offset)) => {
                 if let Some(segment) = self.segments.last_mut() {
-                    segment.bytes += batch.len() as u64;
+                    segment.bytes += batch_bytes as u64;
                 }
                 Ok((sequence, offset))
             }
@@ -606,4 +608,49 @@ fn encode_batch(records: &[RecordRef<'_>], buffer: &mut Vec<u8>) -> Result<Vec<u
         frames.push(frame_bytes);
     }
     Ok(frames)
+}
+
+/// A piece of a batch: a range of the batch buffer, or a command written in place.
+enum Part<'a> {
+    Buffer(usize, usize),
+    Detached(&'a [u8]),
+}
+
+/// Encodes `records` as one batch like [`encode_batch`], leaving large commands in the
+/// caller's entries (see [`format::encode_record_detached`]). Returns each frame's size
+/// and the pieces to write, in order.
+fn encode_batch_detached<'a>(
+    records: &[RecordRef<'a>],
+    buffer: &mut Vec<u8>,
+) -> Result<(Vec<usize>, Vec<Part<'a>>)> {
+    let mut frames = Vec::with_capacity(records.len());
+    let mut parts = Vec::new();
+    let mut run_start = buffer.len();
+    for (position, record) in records.iter().enumerate() {
+        let batch_end = position + 1 == records.len();
+        let (frame_bytes, detached) = format::encode_record_detached(record, batch_end, buffer)
+            .map_err(Error::InvalidInput)?;
+        frames.push(frame_bytes);
+        if let Some(command) = detached {
+            parts.push(Part::Buffer(run_start, buffer.len()));
+            parts.push(Part::Detached(command));
+            run_start = buffer.len();
+        }
+    }
+    parts.push(Part::Buffer(run_start, buffer.len()));
+    parts.retain(|part| match part {
+        Part::Buffer(start, end) => end > start,
+        Part::Detached(command) => !command.is_empty(),
+    });
+    Ok((frames, parts))
+}
+
+fn io_slices<'a>(buffer: &'a [u8], parts: &[Part<'a>]) -> Vec<IoSlice<'a>> {
+    parts
+        .iter()
+        .map(|part| match part {
+            Part::Buffer(start, end) => IoSlice::new(&buffer[*start..*end]),
+            Part::Detached(command) => IoSlice::new(command),
+        })
+        .collect()
 }

@@ -77,11 +77,15 @@
 //!
 //! 1. [`Wal::save`] encodes, into one buffer: a `Truncate{from}` if the first entry
 //!    overwrites the log (see TRUNCATION, suffix), the hard state if given, then the
-//!    entries; the last record gets the batch-end flag. Limits are checked here; nothing
-//!    is written if one is broken.
+//!    entries; the last record gets the batch-end flag. Commands of
+//!    [`format::DETACHED_COMMAND_BYTES_MIN`] (1 KiB) or more are not copied: the buffer
+//!    holds their frame header and varints, and the write below takes the command from
+//!    the caller's entry (one `writev`). Limits and the log's continuity are checked
+//!    here; nothing is written if one is broken.
 //! 2. If the batch would push the active segment past `segment_bytes_max` (and the segment
 //!    already holds a batch), ROTATION runs first.
-//! 3. One `write` of the whole buffer at the end of the active segment.
+//! 3. One write (`writev`, repeated only if the kernel takes part of it) of the whole
+//!    batch at the end of the active segment.
 //! 4. One `fdatasync` of the segment. **Commit point**: its successful return. Only then
 //!    is the in-memory state changed and the call returns `Ok`: the caller may now
 //!    acknowledge anything that depends on the batch.
@@ -183,12 +187,23 @@
 //!   multi-sector write could, in principle, land its later sectors and not an earlier
 //!   one. That case then needs an operator (`kvinspect verify` shows it) instead of risking
 //!   silent loss of an acknowledged batch.
-//! - Entry locations (term, segment, offset: 24 bytes per entry) are kept in memory;
-//!   [`Wal::entries`] reads from disk every time (no cache).
+//! - Entry locations (term, segment, offset, size: 32 bytes per entry) are kept in
+//!   memory; [`Wal::entries`] reads from disk every time (no cache), one `pread` per run
+//!   of adjacent records, and re-checks every CRC. A range outside
+//!   `first_index()..=last_index()` is [`Error::InvalidInput`].
+//! - Replay returns every entry after the base in memory ([`Recovered::entries`]): memory
+//!   grows with the log kept, so compaction matters.
 //! - Suffix truncation never rewrites files; the overwritten entries stay on disk until
 //!   their segment is compacted away.
 //! - Bytes after a repaired torn tail are kept in `torn-*.bin` files forever; an operator
 //!   deletes them.
+//! - Replay maps segments. A read-only reader (`kvinspect`) that runs while a node starts
+//!   and repairs a torn tail may see the mapped file shrink and die of SIGBUS; the log is
+//!   not harmed. Running kvinspect next to a node that is already up is safe (appends
+//!   never change mapped bytes).
+//! - A truncation record's effect is recomputed on every replay; nothing caches the
+//!   replayed state, so replay time grows with the size of the log kept (compaction
+//!   bounds it).
 
 pub mod format;
 pub mod fs;

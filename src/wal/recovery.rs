@@ -42,6 +42,9 @@ pub struct TornTail {
     pub offset: u64,
     /// Bytes from `offset` to the end of the file.
     pub bytes: u64,
+    /// The index the first entry of the torn batch would have had (never acknowledged:
+    /// its fdatasync cannot have returned).
+    pub index: Index,
     /// What was wrong with the first bad record.
     pub detail: String,
 }
@@ -446,6 +449,7 @@ impl<'a> SegmentScan<'a> {
                 file: self.segment.path.clone(),
                 offset: batch_offset as u64,
                 bytes: (self.bytes.len() - batch_offset) as u64,
+                index: expected,
                 detail: format!("at byte offset {offset}: {detail}"),
             }));
         }
