@@ -22,16 +22,16 @@ pub struct Args {
     /// This node's id, unique in the cluster (e.g. n1).
     #[arg(long, env = "NODE_ID")]
     pub id: String,
-    /// Client API listen address [default: 127.0.0.1:8080, or 0.0.0.0:$KVSTORE_PORT/$PORT].
+    /// Client API listen address (default: 127.0.0.1:8080, or 0.0.0.0:$KVSTORE_PORT/$PORT).
     #[arg(long, env = "KVSTORE_ADDR")]
     pub addr: Option<String>,
-    /// Raft listen address [default: the client address with port + 1000, or $RAFT_PORT].
+    /// Raft listen address (default: the client address with port + 1000, or $RAFT_PORT).
     #[arg(long, env = "RAFT_ADDR")]
     pub raft_addr: Option<String>,
-    /// Client URL other nodes hand to clients [default: http://<addr>].
+    /// Client URL other nodes hand to clients (default: http://ADDR).
     #[arg(long, env = "ADVERTISE_URL")]
     pub advertise: Option<String>,
-    /// Raft URL of this node, for documentation and status [default: http://<raft-addr>].
+    /// Raft URL of this node, for documentation and status (default: http://RAFT_ADDR).
     #[arg(long, env = "RAFT_ADVERTISE_URL")]
     pub raft_advertise: Option<String>,
     /// Other members: `ID=RAFT_URL,...`, or bare raft URLs with ids in PEER_IDS.
@@ -40,10 +40,10 @@ pub struct Args {
     /// Ids for bare URLs in --peers, in the same order.
     #[arg(long, env = "PEER_IDS", default_value = "")]
     pub peer_ids: String,
-    /// Data directory [default: ./data/<id>].
+    /// Data directory (default: ./data/ID).
     #[arg(long, env = "KVSTORE_DATA")]
     pub data: Option<PathBuf>,
-    /// Cluster id; all members must agree [default: derived from the member ids].
+    /// Cluster id; all members must agree (default: derived from the member ids).
     #[arg(long, env = "CLUSTER_ID")]
     pub cluster_id: Option<String>,
     /// Length of one raft tick, in milliseconds.

@@ -3,16 +3,16 @@
 //!
 //! # Threads
 //!
-//! The driver runs on a dedicated OS thread ([`driver`]) that owns the raft core and the
+//! The driver runs on a dedicated OS thread (`driver.rs`) that owns the raft core and the
 //! WAL. It never awaits: fsync is a blocking call on that thread, and everything else
 //! (HTTP handlers, peer senders) lives on the tokio runtime and talks to it through one
-//! bounded queue of [`Event`]s ([`EVENTS_MAX`]). A full queue is back-pressure: the HTTP
+//! bounded queue of `Event`s ([`EVENTS_MAX`]). A full queue is back-pressure: the HTTP
 //! layer answers `503` at once instead of letting requests pile up.
 //!
 //! # One iteration of the driver (the write path, ARCHITECTURE.md)
 //!
 //! 1. Wait for an event or the next tick; then drain every queued event (up to
-//!    [`driver::EVENTS_PER_ITERATION_MAX`]): proposals, read requests, peer messages.
+//!    `EVENTS_PER_ITERATION_MAX`): proposals, read requests, peer messages.
 //! 2. Tick the core for each elapsed tick interval.
 //! 3. While the core has a `Ready`, handle it in four steps:
 //!    - send `messages` at once (the leader's appends go out before its own fsync, so
