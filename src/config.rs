@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::api::Limits;
-use crate::node::NodeConfig;
+use crate::node::{NodeConfig, SnapshotPolicy};
 
 /// Command-line arguments of `kvnode`.
 #[derive(Debug, Parser)]
@@ -58,6 +58,15 @@ pub struct Args {
     /// WAL segment size, in bytes.
     #[arg(long, env = "SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub segment_bytes: u64,
+    /// Take a snapshot when the applied index is this many entries past the last one.
+    #[arg(long, env = "SNAPSHOT_ENTRIES", default_value_t = SnapshotPolicy::default().entries)]
+    pub snapshot_entries: u64,
+    /// Or when the commands applied since the last snapshot add up to this many bytes.
+    #[arg(long, env = "SNAPSHOT_BYTES", default_value_t = SnapshotPolicy::default().bytes)]
+    pub snapshot_bytes: u64,
+    /// How many snapshot files to keep.
+    #[arg(long, env = "SNAPSHOTS_KEPT", default_value_t = crate::snapshot::SNAPSHOTS_KEPT_DEFAULT)]
+    pub snapshots_kept: usize,
     /// Longest key, in bytes.
     #[arg(long, env = "KEY_BYTES_MAX", default_value_t = 4 * 1024)]
     pub key_bytes_max: usize,
@@ -121,6 +130,7 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
         cluster_id,
         peers,
         client_url,
+        raft_url,
         data_dir: args
             .data
             .clone()
@@ -130,6 +140,8 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
         election_timeout_ticks: timing.2,
         segment_bytes_max: args.segment_bytes,
         seed: seed_of(&args.id),
+        snapshot_policy: SnapshotPolicy { entries: args.snapshot_entries, bytes: args.snapshot_bytes },
+        snapshots_kept: args.snapshots_kept,
     };
     let limits = Limits {
         key_bytes_max: args.key_bytes_max,

@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
+use super::snapshots::{SnapshotPolicy, SnapshotState};
 use super::{Event, NodeStatus};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::raft::{Entry, Index, Message, NodeId, Raft, ReadState, Role, Term};
+use crate::snapshot::SnapshotDir;
 use crate::store::{Outcome, Store};
-use crate::transport::Peers;
+use crate::transport::{Peers, SnapshotReceiver};
 use crate::wal::Wal;
 
 /// Events handled per iteration at most before the driver persists and replies. Bounds the
@@ -30,7 +32,13 @@ pub(super) struct Parts {
     pub data_dir: DataDir,
     pub store: Arc<RwLock<Store>>,
     pub events: mpsc::Receiver<Event>,
+    /// For background work (the snapshot thread) to report back.
+    pub events_sender: mpsc::SyncSender<Event>,
     pub peers: Peers,
+    pub voters: Vec<NodeId>,
+    pub snapshot_dir: Arc<SnapshotDir>,
+    pub snapshot_receiver: Arc<SnapshotReceiver>,
+    pub snapshot_policy: SnapshotPolicy,
     pub status: watch::Sender<NodeStatus>,
     pub metrics: Arc<Metrics>,
     pub tick: Duration,
@@ -44,7 +52,8 @@ struct Proposal {
 
 /// The driver: owns the raft core and the WAL.
 pub(super) struct Driver {
-    parts: Parts,
+    pub(super) parts: Parts,
+    pub(super) snapshots: SnapshotState,
     /// Proposals by log index.
     proposals: BTreeMap<Index, Proposal>,
     /// Answers to proposals applied in this iteration, sent after the status is published.
@@ -60,10 +69,11 @@ pub(super) struct Driver {
 }
 
 impl Driver {
-    pub(super) fn new(parts: Parts) -> Driver {
+    pub(super) fn new(parts: Parts, snapshots: SnapshotState) -> Driver {
         let next_tick = Instant::now() + parts.tick;
         Driver {
             parts,
+            snapshots,
             proposals: BTreeMap::new(),
             replies: Vec::new(),
             reads_requested: HashMap::new(),
@@ -132,12 +142,20 @@ impl Driver {
             Event::Message(message) => self.step(message),
             Event::Propose { command, reply } => self.propose(command, reply),
             Event::Read { reply } => self.read(reply),
+            Event::TakeSnapshot { reply } => {
+                self.snapshots.waiters.push(reply);
+                self.maybe_snapshot(true);
+            }
+            Event::SnapshotDone(result) => self.snapshot_done(result)?,
             Event::Shutdown => self.shutdown = true,
         }
         Ok(())
     }
 
     fn step(&mut self, message: Message) {
+        if !self.may_step(&message) {
+            return;
+        }
         let from = message.from.clone();
         if let Err(error) = self.parts.raft.step(message) {
             tracing::warn!(%from, %error, "rejected raft message");
@@ -193,12 +211,7 @@ impl Driver {
         let ready = self.parts.raft.ready();
         self.send(ready.messages);
         if let Some(meta) = &ready.snapshot {
-            // Snapshot installation arrives with the snapshot module; until then a leader
-            // never compacts, so no follower is ever offered one.
-            return Err(Error::Unavailable(format!(
-                "cannot install snapshot at index {}",
-                meta.index
-            )));
+            self.install_snapshot(meta)?;
         }
         if ready.hard_state.is_some() || !ready.entries.is_empty() {
             let started = Instant::now();
@@ -225,8 +238,13 @@ impl Driver {
 
     fn send(&self, messages: Vec<Message>) {
         for message in messages {
-            self.parts.peers.send(message);
+            self.send_message(message);
         }
+    }
+
+    /// The store's applied index.
+    pub(super) fn store_applied_index(&self) -> Index {
+        self.parts.store.read().expect("store lock poisoned").applied_index()
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {
@@ -236,6 +254,7 @@ impl Driver {
         {
             let mut store = self.parts.store.write().expect("store lock poisoned");
             for entry in &entries {
+                self.snapshots.bytes_since += entry.command.len() as u64;
                 let outcome = store.apply(entry);
                 if let Some(proposal) = self.proposals.remove(&entry.index) {
                     let result = if proposal.term == entry.term {
@@ -254,6 +273,7 @@ impl Driver {
         self.parts.metrics.commits.inc_by(entries.len() as u64);
         self.parts.metrics.applied_index.set(last as i64);
         self.release_reads();
+        self.maybe_snapshot(false);
     }
 
     fn confirm_reads(&mut self, confirmed: Vec<ReadState>, aborted: Vec<u64>) {
@@ -308,11 +328,13 @@ impl Driver {
             (store.state_hash(), store.len())
         };
         let wal_bytes = self.parts.wal.size_bytes();
+        let snapshot_index = self.snapshots.latest.as_ref().map_or(0, |info| info.meta.index);
         self.parts.status.send_replace(NodeStatus {
             raft,
             state_hash,
             keys,
             wal_bytes,
+            snapshot_index,
             failed: None,
         });
     }

@@ -40,6 +40,10 @@
 //!   or as soon as another entry is applied at its index.
 
 mod driver;
+mod recover;
+mod snapshots;
+
+pub use snapshots::{SNAPSHOT_CATCH_UP_ENTRIES, SnapshotPolicy};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,8 +56,9 @@ use crate::datadir::{DataDir, Identity};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::raft::{self, Index, Message, NodeId, Role, Term};
+use crate::snapshot::{SnapshotDir, SnapshotInfo};
 use crate::store::{Command, Outcome, Store};
-use crate::transport::{Directory, Peers};
+use crate::transport::{Directory, Peers, SnapshotReceiver};
 use crate::wal::{self, Wal};
 
 /// Events queued for the driver at most. Bounded so that overload turns into quick `503`s
@@ -71,6 +76,8 @@ pub struct NodeConfig {
     pub peers: BTreeMap<NodeId, String>,
     /// The URL clients should use to reach this node.
     pub client_url: String,
+    /// The URL peers use to reach this node's raft port (reported in `/raft/status`).
+    pub raft_url: String,
     /// The data directory.
     pub data_dir: PathBuf,
     /// Wall-clock length of one raft tick.
@@ -83,6 +90,10 @@ pub struct NodeConfig {
     pub segment_bytes_max: u64,
     /// Seed for the raft core's election timeout randomness.
     pub seed: u64,
+    /// When to take snapshots.
+    pub snapshot_policy: SnapshotPolicy,
+    /// How many snapshot files to keep.
+    pub snapshots_kept: usize,
 }
 
 impl NodeConfig {
@@ -106,6 +117,10 @@ pub(crate) enum Event {
     },
     /// A linearizable read barrier: replies once the store has applied the read index.
     Read { reply: oneshot::Sender<Result<()>> },
+    /// Take a snapshot now (an operator asked); replies once it is durable.
+    TakeSnapshot { reply: oneshot::Sender<Result<SnapshotInfo>> },
+    /// The background snapshot write finished.
+    SnapshotDone(Result<SnapshotInfo>),
     /// Stop after finishing the current iteration.
     Shutdown,
 }
@@ -121,6 +136,8 @@ pub struct NodeStatus {
     pub keys: usize,
     /// WAL bytes on disk.
     pub wal_bytes: u64,
+    /// Index of the newest durable snapshot (0 if none).
+    pub snapshot_index: Index,
     /// Set when the driver has stopped because of an error.
     pub failed: Option<String>,
 }
@@ -135,6 +152,10 @@ pub struct NodeHandle {
     pub directory: Arc<Directory>,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
+    /// Where snapshots streamed from the leader arrive (served on the raft port).
+    pub snapshot_receiver: Arc<SnapshotReceiver>,
+    /// This node's raft URL.
+    pub raft_url: String,
 }
 
 /// A started node: the handle, and the driver thread to join on shutdown.
@@ -158,10 +179,13 @@ impl Node {
             segment_bytes_max: config.segment_bytes_max,
             ..Default::default()
         };
-        let (wal, recovered) = Wal::open(&data_dir.wal_dir(), options)?;
+        let (mut wal, recovered) = Wal::open(&data_dir.wal_dir(), options)?;
         if let Some(repaired) = &recovered.repaired {
             tracing::warn!(%repaired, "repaired a torn WAL tail");
         }
+        let snapshot_path = data_dir.snapshot_dir();
+        let snapshot_dir = Arc::new(SnapshotDir::open(&snapshot_path, config.snapshots_kept)?);
+        let rebuilt = recover::rebuild(&snapshot_dir, &snapshot_path, &mut wal, recovered)?;
         let metrics = Arc::new(Metrics::new());
         let directory = Arc::new(Directory::new(
             config.id.clone(),
@@ -169,32 +193,42 @@ impl Node {
             config.client_url.clone(),
             config.peers.clone(),
         ));
-        let store = Arc::new(RwLock::new(Store::new()));
-        let raft = raft::Raft::new(raft_config(&config), restore_of(recovered))?;
+        let raft = raft::Raft::new(raft_config(&config), rebuilt.restore)?;
+        let snapshot_index = rebuilt.snapshot.as_ref().map_or(0, |info| info.meta.index);
         let (status_sender, status) = watch::channel(NodeStatus {
             raft: raft.status(),
-            state_hash: 0,
-            keys: 0,
+            state_hash: rebuilt.store.state_hash(),
+            keys: rebuilt.store.len(),
             wal_bytes: wal.size_bytes(),
+            snapshot_index,
             failed: None,
         });
+        let store = Arc::new(RwLock::new(rebuilt.store));
         let (events, receiver) = mpsc::sync_channel(EVENTS_MAX);
         let peers = Peers::spawn(
             directory.clone(),
             metrics.clone(),
             &tokio::runtime::Handle::current(),
         );
-        let driver = driver::Driver::new(driver::Parts {
+        let snapshot_receiver = Arc::new(SnapshotReceiver::new(snapshot_dir.clone()));
+        let parts = driver::Parts {
             raft,
             wal,
             data_dir,
             store: store.clone(),
             events: receiver,
+            events_sender: events.clone(),
             peers,
+            voters: config.voters(),
+            snapshot_dir,
+            snapshot_receiver: snapshot_receiver.clone(),
+            snapshot_policy: config.snapshot_policy,
             status: status_sender,
             metrics: metrics.clone(),
             tick: config.tick,
-        });
+        };
+        let snapshots = snapshots::SnapshotState { latest: rebuilt.snapshot, ..Default::default() };
+        let driver = driver::Driver::new(parts, snapshots);
         let driver = std::thread::Builder::new()
             .name(format!("driver-{}", config.id))
             .spawn(move || driver.run())
@@ -205,6 +239,8 @@ impl Node {
             status,
             directory,
             metrics,
+            snapshot_receiver,
+            raft_url: config.raft_url.clone(),
         };
         Ok(Node { handle, driver })
     }
@@ -232,21 +268,6 @@ fn raft_config(config: &NodeConfig) -> raft::Config {
         heartbeat_interval_ticks: config.heartbeat_interval_ticks,
         seed: config.seed,
         ..Default::default()
-    }
-}
-
-fn restore_of(recovered: wal::Recovered) -> raft::Restore {
-    let snapshot = recovered.base.map(|(index, term)| raft::SnapshotMeta {
-        index,
-        term,
-        voters: vec![],
-    });
-    let applied = snapshot.as_ref().map_or(0, |meta| meta.index);
-    raft::Restore {
-        hard_state: recovered.hard_state,
-        snapshot,
-        entries: recovered.entries,
-        applied,
     }
 }
 
@@ -352,6 +373,17 @@ impl NodeHandle {
         match failed {
             Ok(status) => status.failed.clone().unwrap_or_default(),
             Err(_) => "driver stopped".to_string(),
+        }
+    }
+
+    /// Takes a snapshot now and waits until it is durable (the WAL is compacted after it).
+    pub async fn take_snapshot(&self, timeout: Duration) -> Result<SnapshotInfo> {
+        let (reply, result) = oneshot::channel();
+        self.submit(Event::TakeSnapshot { reply })?;
+        match tokio::time::timeout(timeout, result).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.stopped_error()),
+            Err(_) => Err(Error::Unavailable("snapshot still running after the deadline".into())),
         }
     }
 

@@ -56,6 +56,11 @@ use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, PeerLabels};
 use crate::raft::{Body, Message, NodeId};
+use crate::snapshot::SnapshotInfo;
+
+mod snapshot;
+
+pub use snapshot::{CHUNK_PATH, ChunkEnvelope, SnapshotReceiver};
 
 /// Messages queued per peer before new ones are dropped. Large enough to absorb a burst of
 /// pipelined appends and heartbeats while one HTTP request is in flight.
@@ -215,6 +220,10 @@ fn guess_client_url(raft_url: &str) -> Option<String> {
 pub struct Peers {
     senders: BTreeMap<NodeId, mpsc::Sender<Message>>,
     metrics: Arc<Metrics>,
+    directory: Arc<Directory>,
+    http: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+    streams: Arc<snapshot::SnapshotStreams>,
 }
 
 impl Peers {
@@ -243,7 +252,31 @@ impl Peers {
             runtime.spawn(task.run(receiver));
             senders.insert(peer.clone(), sender);
         }
-        Peers { senders, metrics }
+        let streams = Arc::new(snapshot::SnapshotStreams::new());
+        Peers { senders, metrics, directory, http, runtime: runtime.clone(), streams }
+    }
+
+    /// Streams the snapshot `info` to the recipient of `message` (the raft core's `Snapshot`
+    /// message) in the background, then delivers the message; see [`snapshot`]. Does nothing
+    /// if a stream to that peer is already running.
+    pub fn stream_snapshot(&self, message: Message, info: SnapshotInfo) {
+        let peer = message.to.clone();
+        let Some(raft_url) = self.directory.peer_raft_urls.get(&peer).cloned() else {
+            return;
+        };
+        if self.directory.is_blocked(&peer) || !self.streams.start(&peer) {
+            return;
+        }
+        tracing::info!(%peer, index = info.meta.index, bytes = info.file_bytes, "streaming snapshot");
+        let (directory, http, streams) = (self.directory.clone(), self.http.clone(), self.streams.clone());
+        self.runtime.spawn(async move {
+            let url = raft_url.trim_end_matches('/').to_string();
+            match snapshot::stream(directory, http, url, info, message).await {
+                Ok(()) => tracing::info!(%peer, "snapshot sent"),
+                Err(error) => tracing::warn!(%peer, %error, "snapshot stream abandoned"),
+            }
+            streams.finish(&peer);
+        });
     }
 
     /// Queues a message for its recipient without waiting; drops it if the queue is full or
@@ -352,6 +385,7 @@ pub type Deliver = Arc<dyn Fn(Message) -> bool + Send + Sync>;
 struct ServerState {
     directory: Arc<Directory>,
     deliver: Deliver,
+    snapshots: Arc<SnapshotReceiver>,
 }
 
 /// Body of `POST /test/partition`.
@@ -365,10 +399,11 @@ struct Partition {
 pub fn router(
     directory: Arc<Directory>,
     deliver: Deliver,
+    snapshots: Arc<SnapshotReceiver>,
     status: Router,
     test_faults: bool,
 ) -> Router {
-    let state = ServerState { directory, deliver };
+    let state = ServerState { directory, deliver, snapshots };
     let mut router = Router::new();
     if test_faults {
         router =
@@ -395,6 +430,7 @@ pub fn router(
         .route(Route::RequestVote.path(), route(Route::RequestVote))
         .route(Route::ReadIndex.path(), route(Route::ReadIndex))
         .route(Route::InstallSnapshot.path(), route(Route::InstallSnapshot))
+        .route(CHUNK_PATH, post(receive_chunk))
         .route("/raft/health", get(|| async { StatusCode::NO_CONTENT }))
         .layer(DefaultBodyLimit::max(ENVELOPE_BYTES_MAX))
         .with_state(state)
@@ -430,6 +466,36 @@ fn receive(state: &ServerState, route: Route, body: &[u8]) -> (StatusCode, Strin
         }
     }
     (StatusCode::NO_CONTENT, String::new())
+}
+
+/// `POST /raft/installsnapshot/chunk`: writes a chunk through and answers the next offset.
+async fn receive_chunk(State(state): State<ServerState>, body: Bytes) -> (StatusCode, Vec<u8>) {
+    let envelope: ChunkEnvelope = match postcard::from_bytes(&body) {
+        Ok(envelope) => envelope,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("undecodable chunk: {error}").into_bytes()),
+    };
+    let sender = Envelope {
+        cluster_id: envelope.cluster_id.clone(),
+        from: envelope.from.clone(),
+        from_client_url: String::new(),
+        messages: vec![],
+    };
+    if let Err((status, reason)) = validate(&state.directory, Route::InstallSnapshot, &sender) {
+        return (status, reason.into_bytes());
+    }
+    if state.directory.is_blocked(&envelope.from) {
+        return (StatusCode::SERVICE_UNAVAILABLE, b"partitioned by the test fault switch".to_vec());
+    }
+    let receiver = state.snapshots.clone();
+    let accepted = tokio::task::spawn_blocking(move || receiver.accept(&envelope.meta, &envelope.chunk)).await;
+    match accepted {
+        Ok(Ok(next)) => (StatusCode::OK, postcard::to_allocvec(&next).expect("encoding a u64 cannot fail")),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "snapshot chunk refused");
+            (StatusCode::BAD_REQUEST, error.to_string().into_bytes())
+        }
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string().into_bytes()),
+    }
 }
 
 fn validate(

@@ -1,0 +1,192 @@
+//! The driver's part in snapshots (ARCHITECTURE.md, "Snapshots").
+//!
+//! # Taking one
+//!
+//! 1. After applying, if the applied index is [`SnapshotPolicy::entries`] past the last
+//!    snapshot, or the commands applied since weigh [`SnapshotPolicy::bytes`] (or an operator
+//!    asked), the driver takes a point-in-time view of the store (`Store::view`, O(1)) and
+//!    hands it to a background thread. The driver keeps applying writes meanwhile.
+//! 2. The thread writes the snapshot file (temp file, fsync, rename, directory fsync: the
+//!    commit point) and reports back through the event queue.
+//! 3. The driver then compacts: the raft core drops its in-memory log, and the WAL deletes
+//!    whole segments, up to [`SNAPSHOT_CATCH_UP_ENTRIES`] before the snapshot. Keeping that
+//!    margin lets a follower that is a little behind catch up from the log instead of
+//!    receiving the whole snapshot (etcd keeps 5,000 for the same reason).
+//!
+//! A failed snapshot write is logged and retried at the next trigger: nothing was compacted,
+//! so the WAL still holds everything.
+//!
+//! # Sending and installing
+//!
+//! When the leader's core emits `Body::Snapshot`, the driver streams its newest snapshot
+//! file (transport `stream_snapshot`). A follower steps the `Snapshot` message into its
+//! core only once that file has arrived complete; when the core then asks to install it
+//! (`Ready::snapshot`), the driver loads it into a fresh store and resets the WAL to it,
+//! both before any later entry is persisted or any response sent.
+
+use tokio::sync::oneshot;
+
+use super::Event;
+use super::driver::Driver;
+use crate::error::{Error, Result};
+use crate::raft::{Body, Message, SnapshotMeta};
+use crate::snapshot::{SnapshotDir, SnapshotInfo};
+use crate::store::Map;
+
+/// Log entries kept behind a snapshot when compacting (see the module doc).
+pub const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5_000;
+
+/// When to take a snapshot.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotPolicy {
+    /// Take one when the applied index is this far past the last one.
+    pub entries: u64,
+    /// Or when the commands applied since the last one add up to this many bytes.
+    pub bytes: u64,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        // 10,000 entries or 64 MiB: the raft core keeps the log since the last compaction
+        // in memory, so these bound that memory and how much a restart replays.
+        SnapshotPolicy { entries: 10_000, bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// The driver's snapshot bookkeeping.
+#[derive(Default)]
+pub(super) struct SnapshotState {
+    /// The newest durable snapshot (taken or installed).
+    pub latest: Option<SnapshotInfo>,
+    /// Command bytes applied since the last snapshot was started.
+    pub bytes_since: u64,
+    /// A snapshot is being written in the background.
+    pub running: bool,
+    /// Operators waiting for the next snapshot (`POST /admin/snapshot`).
+    pub waiters: Vec<oneshot::Sender<Result<SnapshotInfo>>>,
+}
+
+impl SnapshotState {
+    fn latest_index(&self) -> u64 {
+        self.latest.as_ref().map_or(0, |info| info.meta.index)
+    }
+}
+
+impl Driver {
+    /// Starts a snapshot if one is due (or `forced`) and none is running.
+    pub(super) fn maybe_snapshot(&mut self, forced: bool) {
+        let state = &self.snapshots;
+        let applied = self.store_applied_index();
+        let since = applied.saturating_sub(state.latest_index());
+        let due = since >= self.parts.snapshot_policy.entries || state.bytes_since >= self.parts.snapshot_policy.bytes;
+        if state.running || since == 0 || !(due || forced) {
+            if forced && !state.running && since == 0 {
+                self.answer_snapshot_waiters(state.latest.clone().ok_or_else(|| {
+                    Error::Unavailable("nothing applied yet: no snapshot to take".into())
+                }));
+            }
+            return;
+        }
+        let Some(term) = self.parts.raft.term_at(applied) else {
+            tracing::warn!(applied, "cannot snapshot: the term of the applied entry is unknown");
+            return;
+        };
+        let (view, index) = self.parts.store.read().expect("store lock poisoned").view();
+        let meta = SnapshotMeta { index, term, voters: self.parts.voters.clone() };
+        self.snapshots.running = true;
+        self.snapshots.bytes_since = 0;
+        let dir = self.parts.snapshot_dir.clone();
+        let events = self.parts.events_sender.clone();
+        let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            let result = write_snapshot(&dir, &meta, &view);
+            let _ = events.send(Event::SnapshotDone(result));
+        });
+        if let Err(error) = spawned {
+            self.snapshots.running = false;
+            tracing::error!(%error, "cannot start the snapshot thread");
+        }
+    }
+
+    /// The background write finished: compact on success, answer waiting operators.
+    pub(super) fn snapshot_done(&mut self, result: Result<SnapshotInfo>) -> Result<()> {
+        self.snapshots.running = false;
+        let info = match result {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::error!(%error, "snapshot failed; the WAL still holds everything, will retry");
+                self.answer_snapshot_waiters(Err(error));
+                return Ok(());
+            }
+        };
+        tracing::info!(index = info.meta.index, bytes = info.file_bytes, keys = info.key_count, "snapshot taken");
+        self.snapshots.latest = Some(info.clone());
+        self.compact(info.meta.index.saturating_sub(SNAPSHOT_CATCH_UP_ENTRIES))?;
+        self.answer_snapshot_waiters(Ok(info));
+        Ok(())
+    }
+
+    /// Drops the raft log and WAL segments up to `index` (already covered by a snapshot).
+    fn compact(&mut self, index: u64) -> Result<()> {
+        let compacted = self.parts.raft.status().snapshot_index;
+        if index <= compacted {
+            return Ok(());
+        }
+        let Some(term) = self.parts.raft.term_at(index) else { return Ok(()) };
+        let meta = SnapshotMeta { index, term, voters: self.parts.voters.clone() };
+        self.parts.raft.compact(meta)?;
+        self.parts.wal.truncate_prefix(index)?;
+        self.parts.metrics.wal_bytes.set(self.parts.wal.size_bytes() as i64);
+        Ok(())
+    }
+
+    fn answer_snapshot_waiters(&mut self, result: Result<SnapshotInfo>) {
+        for waiter in self.snapshots.waiters.drain(..) {
+            let answer = match &result {
+                Ok(info) => Ok(info.clone()),
+                Err(error) => Err(Error::Unavailable(format!("snapshot failed: {error}"))),
+            };
+            let _ = waiter.send(answer);
+        }
+    }
+
+    /// Sends a message, streaming a snapshot instead of queueing a `Snapshot` message.
+    pub(super) fn send_message(&self, message: Message) {
+        if !matches!(message.body, Body::Snapshot { .. }) {
+            self.parts.peers.send(message);
+            return;
+        }
+        match &self.snapshots.latest {
+            Some(info) => self.parts.peers.stream_snapshot(message, info.clone()),
+            None => tracing::error!(to = %message.to, "the core asked to send a snapshot, but none exists"),
+        }
+    }
+
+    /// Whether a message from a peer may be stepped: a `Snapshot` message only once its data
+    /// has arrived complete.
+    pub(super) fn may_step(&self, message: &Message) -> bool {
+        match &message.body {
+            Body::Snapshot { meta } => self.parts.snapshot_receiver.received(meta.index, meta.term).is_some(),
+            _ => true,
+        }
+    }
+
+    /// Installs a snapshot the core accepted: a fresh store from the file, then the WAL reset.
+    pub(super) fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<()> {
+        let info = self.parts.snapshot_receiver.received(meta.index, meta.term).ok_or_else(|| {
+            Error::Unavailable(format!("snapshot {} to install is not on disk", meta.index))
+        })?;
+        let store = super::recover::load_store(&info)?;
+        *self.parts.store.write().expect("store lock poisoned") = store;
+        self.parts.wal.reset(meta.index, meta.term)?;
+        tracing::info!(index = meta.index, keys = info.key_count, "installed snapshot from the leader");
+        self.snapshots.latest = Some(info);
+        self.snapshots.bytes_since = 0;
+        Ok(())
+    }
+}
+
+/// Writes `view` as the snapshot `meta` (on the snapshot thread).
+fn write_snapshot(dir: &SnapshotDir, meta: &SnapshotMeta, view: &Map) -> Result<SnapshotInfo> {
+    let entries = view.iter().map(|(key, versioned)| (&**key, &versioned.value[..], versioned.revision));
+    dir.write(meta, view.len() as u64, entries)
+}
