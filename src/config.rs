@@ -64,6 +64,10 @@ pub struct Args {
     /// Or when the commands applied since the last snapshot add up to this many bytes.
     #[arg(long, env = "SNAPSHOT_BYTES", default_value_t = SnapshotPolicy::default().bytes)]
     pub snapshot_bytes: u64,
+    /// Log entries kept behind a snapshot, so a follower slightly behind catches up from
+    /// the log rather than receiving the whole snapshot.
+    #[arg(long, env = "SNAPSHOT_CATCH_UP_ENTRIES", default_value_t = SnapshotPolicy::default().catch_up_entries)]
+    pub snapshot_catch_up_entries: u64,
     /// How many snapshot files to keep.
     #[arg(long, env = "SNAPSHOTS_KEPT", default_value_t = crate::snapshot::SNAPSHOTS_KEPT_DEFAULT)]
     pub snapshots_kept: usize,
@@ -119,6 +123,16 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
         .clone()
         .unwrap_or_else(|| default_url(client_addr));
     check_url(&client_url, "--advertise")?;
+    let raft_url = args
+        .raft_advertise
+        .clone()
+        .unwrap_or_else(|| default_url(raft_addr));
+    check_url(&raft_url, "--raft-advertise")?;
+    if args.snapshot_entries == 0 || args.snapshot_bytes == 0 || args.snapshots_kept == 0 {
+        return Err(
+            "--snapshot-entries, --snapshot-bytes and --snapshots-kept must be at least 1".into(),
+        );
+    }
     let mut voters: Vec<&String> = peers.keys().chain(std::iter::once(&args.id)).collect();
     voters.sort();
     let cluster_id = args
@@ -140,7 +154,11 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
         election_timeout_ticks: timing.2,
         segment_bytes_max: args.segment_bytes,
         seed: seed_of(&args.id),
-        snapshot_policy: SnapshotPolicy { entries: args.snapshot_entries, bytes: args.snapshot_bytes },
+        snapshot_policy: SnapshotPolicy {
+            entries: args.snapshot_entries,
+            bytes: args.snapshot_bytes,
+            catch_up_entries: args.snapshot_catch_up_entries,
+        },
         snapshots_kept: args.snapshots_kept,
     };
     let limits = Limits {

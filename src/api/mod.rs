@@ -13,6 +13,8 @@
 //! | `GET /raft/leader`, `/raft/state`, `/raft/status` | JSON |
 //! | `GET /metrics` | Prometheus text |
 //!
+//! Operator routes (`POST /admin/snapshot`) are on the raft port: see [`admin_router`].
+//!
 //! Writes carry `If-Match: "R"` (only if the current revision is R), `If-Match: *` (only if
 //! present) or `If-None-Match: *` (only if absent); a failed condition is
 //! `412 precondition_failed` with the current revision. Reads are linearizable (ReadIndex)
@@ -28,6 +30,7 @@
 //! with its latency, metrics by route and status, a panic in a handler answered as a JSON
 //! 500 without taking the node down, and body size limits.
 
+mod admin;
 mod error;
 mod handlers;
 pub mod middleware;
@@ -39,6 +42,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, put};
 
+pub use admin::admin_router;
 pub use error::ApiError;
 pub use status::{status_json, status_router};
 

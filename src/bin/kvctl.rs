@@ -80,6 +80,12 @@ enum Command {
     },
     /// Every seed's role, term, commit and applied index.
     Status,
+    /// Ask nodes to take a snapshot now (and compact their WAL).
+    Snapshot {
+        /// Only this node (a client URL); default: every seed.
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// The current leader.
     Leader,
 }
@@ -182,6 +188,12 @@ async fn run(cli: &Cli) -> Result<String, String> {
             Ok(output(cli.json, json!({"keys": keys}), human))
         }
         Command::Status => status(&client, cli.json).await,
+        Command::Snapshot { node } => {
+            let targets = node
+                .clone()
+                .map_or_else(|| client.seeds().to_vec(), |node| vec![node]);
+            snapshot(&client, &targets, cli.json).await
+        }
         Command::Leader => {
             let (id, url) = client.leader().await.map_err(text)?;
             Ok(output(
@@ -218,6 +230,32 @@ fn line(value: Value) -> String {
 
 fn output(json: bool, value: Value, human: String) -> String {
     if json { line(value) } else { human }
+}
+
+/// Asks each target (by client URL) to snapshot, through the admin route on its raft port.
+async fn snapshot(client: &Client, targets: &[String], json: bool) -> Result<String, String> {
+    let mut rows = Vec::new();
+    let mut human = String::new();
+    for target in targets {
+        let status = client
+            .json_at(target, "/raft/status")
+            .await
+            .map_err(|error| error.to_string())?;
+        let id = status["id"].as_str().unwrap_or("?").to_string();
+        let raft_url = status["raftUrl"]
+            .as_str()
+            .ok_or_else(|| format!("{target} does not report its raft URL"))?;
+        let taken = client
+            .post_json_at(raft_url, "/admin/snapshot")
+            .await
+            .map_err(|error| format!("{id}: {error}"))?;
+        human.push_str(&format!(
+            "{id}: snapshot at index {} ({} keys, {} bytes)\n",
+            taken["index"], taken["keys"], taken["bytes"]
+        ));
+        rows.push(json!({"id": id, "snapshot": taken}));
+    }
+    Ok(output(json, Value::Array(rows), human))
 }
 
 /// Queries every seed's `/raft/status` and prints a table (or a JSON array).

@@ -57,7 +57,14 @@ async fn run(resolved: config::Resolved, test_faults: bool) -> Result<(), String
     let deliver: transport::Deliver =
         std::sync::Arc::new(move |message| deliver_handle.deliver(message));
     let status = api::status_router(handle.clone());
-    let raft_router = transport::router(handle.directory.clone(), deliver, status, test_faults);
+    let status = status.merge(api::admin_router(handle.clone()));
+    let raft_router = transport::router(
+        handle.directory.clone(),
+        deliver,
+        handle.snapshot_receiver.clone(),
+        status,
+        test_faults,
+    );
     let client_router = api::router(handle.clone(), resolved.limits.clone());
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let serve = |listener: TcpListener, router: axum::Router| {

@@ -299,6 +299,27 @@ impl Client {
             .map_err(|error| ClientError::Unavailable(format!("{base}: {}", describe(&error))))
     }
 
+    /// `POST path` on one node with an empty body; the JSON answer, or the error it carries.
+    pub async fn post_json_at(&self, base: &str, path: &str) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        let unavailable = |error: reqwest::Error| {
+            ClientError::Unavailable(format!("{base}: {}", describe(&error)))
+        };
+        let response = self.http.post(url).send().await.map_err(unavailable)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(unavailable)?.to_vec();
+        let answer = Answer {
+            status,
+            etag: None,
+            body,
+        };
+        if status.is_success() {
+            Ok(answer.json())
+        } else {
+            Err(answer.error())
+        }
+    }
+
     /// Sends a request to the cluster, following hints and retrying as the module doc says.
     async fn send(
         &self,

@@ -244,7 +244,11 @@ impl Driver {
 
     /// The store's applied index.
     pub(super) fn store_applied_index(&self) -> Index {
-        self.parts.store.read().expect("store lock poisoned").applied_index()
+        self.parts
+            .store
+            .read()
+            .expect("store lock poisoned")
+            .applied_index()
     }
 
     fn apply(&mut self, entries: Vec<Entry>) {
@@ -328,7 +332,11 @@ impl Driver {
             (store.state_hash(), store.len())
         };
         let wal_bytes = self.parts.wal.size_bytes();
-        let snapshot_index = self.snapshots.latest.as_ref().map_or(0, |info| info.meta.index);
+        let snapshot_index = self
+            .snapshots
+            .latest
+            .as_ref()
+            .map_or(0, |info| info.meta.index);
         self.parts.status.send_replace(NodeStatus {
             raft,
             state_hash,

@@ -118,7 +118,9 @@ pub(crate) enum Event {
     /// A linearizable read barrier: replies once the store has applied the read index.
     Read { reply: oneshot::Sender<Result<()>> },
     /// Take a snapshot now (an operator asked); replies once it is durable.
-    TakeSnapshot { reply: oneshot::Sender<Result<SnapshotInfo>> },
+    TakeSnapshot {
+        reply: oneshot::Sender<Result<SnapshotInfo>>,
+    },
     /// The background snapshot write finished.
     SnapshotDone(Result<SnapshotInfo>),
     /// Stop after finishing the current iteration.
@@ -227,7 +229,10 @@ impl Node {
             metrics: metrics.clone(),
             tick: config.tick,
         };
-        let snapshots = snapshots::SnapshotState { latest: rebuilt.snapshot, ..Default::default() };
+        let snapshots = snapshots::SnapshotState {
+            latest: rebuilt.snapshot,
+            ..Default::default()
+        };
         let driver = driver::Driver::new(parts, snapshots);
         let driver = std::thread::Builder::new()
             .name(format!("driver-{}", config.id))
@@ -383,7 +388,9 @@ impl NodeHandle {
         match tokio::time::timeout(timeout, result).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.stopped_error()),
-            Err(_) => Err(Error::Unavailable("snapshot still running after the deadline".into())),
+            Err(_) => Err(Error::Unavailable(
+                "snapshot still running after the deadline".into(),
+            )),
         }
     }
 

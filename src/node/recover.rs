@@ -48,11 +48,24 @@ pub(super) fn rebuild(
     let mut hard_state = recovered.hard_state;
     let applied = store.applied_index();
     hard_state.commit = hard_state.commit.max(applied);
-    let restore = Restore { hard_state, snapshot: meta, entries, applied };
-    Ok(Rebuilt { store, restore, snapshot })
+    let restore = Restore {
+        hard_state,
+        snapshot: meta,
+        entries,
+        applied,
+    };
+    Ok(Rebuilt {
+        store,
+        restore,
+        snapshot,
+    })
 }
 
-fn choose_snapshot(snapshots: &SnapshotDir, path: &Path, wal_base: u64) -> Result<Option<SnapshotInfo>> {
+fn choose_snapshot(
+    snapshots: &SnapshotDir,
+    path: &Path,
+    wal_base: u64,
+) -> Result<Option<SnapshotInfo>> {
     let mut skipped = Vec::new();
     let mut chosen = None;
     for listed in snapshots.list()? {
@@ -64,9 +77,15 @@ fn choose_snapshot(snapshots: &SnapshotDir, path: &Path, wal_base: u64) -> Resul
             Err(error) => skipped.push(error.to_string()),
         }
     }
-    let usable_index = chosen.as_ref().map_or(0, |info: &SnapshotInfo| info.meta.index);
+    let usable_index = chosen
+        .as_ref()
+        .map_or(0, |info: &SnapshotInfo| info.meta.index);
     if wal_base > usable_index {
-        let skipped = if skipped.is_empty() { String::from("none") } else { skipped.join("; ") };
+        let skipped = if skipped.is_empty() {
+            String::from("none")
+        } else {
+            skipped.join("; ")
+        };
         return Err(Error::DataDir {
             path: path.to_path_buf(),
             reason: format!(
@@ -86,10 +105,20 @@ fn choose_snapshot(snapshots: &SnapshotDir, path: &Path, wal_base: u64) -> Resul
 pub(super) fn load_store(info: &SnapshotInfo) -> Result<Store> {
     let mut data = Map::new();
     SnapshotDir::load(&info.path, |key, value, revision| {
-        data.insert(Arc::from(key), Versioned { value: Bytes::from(value), revision });
+        data.insert(
+            Arc::from(key),
+            Versioned {
+                value: Bytes::from(value),
+                revision,
+            },
+        );
         Ok(())
     })?;
-    tracing::info!(index = info.meta.index, keys = data.len(), "loaded snapshot");
+    tracing::info!(
+        index = info.meta.index,
+        keys = data.len(),
+        "loaded snapshot"
+    );
     Ok(Store::from_parts(data, info.meta.index))
 }
 
@@ -102,12 +131,18 @@ fn entries_after(
 ) -> Result<Vec<Entry>> {
     let Some(meta) = meta else { return Ok(entries) };
     let continues = base == Some((meta.index, meta.term))
-        || entries.iter().any(|entry| entry.index == meta.index && entry.term == meta.term);
+        || entries
+            .iter()
+            .any(|entry| entry.index == meta.index && entry.term == meta.term);
     if continues {
         entries.retain(|entry| entry.index > meta.index);
         return Ok(entries);
     }
-    tracing::warn!(index = meta.index, term = meta.term, "the WAL does not continue the snapshot; resetting it");
+    tracing::warn!(
+        index = meta.index,
+        term = meta.term,
+        "the WAL does not continue the snapshot; resetting it"
+    );
     wal.reset(meta.index, meta.term)?;
     Ok(Vec::new())
 }

@@ -9,7 +9,7 @@
 //! 2. The thread writes the snapshot file (temp file, fsync, rename, directory fsync: the
 //!    commit point) and reports back through the event queue.
 //! 3. The driver then compacts: the raft core drops its in-memory log, and the WAL deletes
-//!    whole segments, up to [`SNAPSHOT_CATCH_UP_ENTRIES`] before the snapshot. Keeping that
+//!    whole segments, up to [`SnapshotPolicy::catch_up_entries`] before the snapshot. Keeping that
 //!    margin lets a follower that is a little behind catch up from the log instead of
 //!    receiving the whole snapshot (etcd keeps 5,000 for the same reason).
 //!
@@ -33,7 +33,7 @@ use crate::raft::{Body, Message, SnapshotMeta};
 use crate::snapshot::{SnapshotDir, SnapshotInfo};
 use crate::store::Map;
 
-/// Log entries kept behind a snapshot when compacting (see the module doc).
+/// Log entries kept behind a snapshot when compacting, by default (see the module doc).
 pub const SNAPSHOT_CATCH_UP_ENTRIES: u64 = 5_000;
 
 /// When to take a snapshot.
@@ -43,13 +43,19 @@ pub struct SnapshotPolicy {
     pub entries: u64,
     /// Or when the commands applied since the last one add up to this many bytes.
     pub bytes: u64,
+    /// Log entries kept behind a snapshot when compacting.
+    pub catch_up_entries: u64,
 }
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
         // 10,000 entries or 64 MiB: the raft core keeps the log since the last compaction
         // in memory, so these bound that memory and how much a restart replays.
-        SnapshotPolicy { entries: 10_000, bytes: 64 * 1024 * 1024 }
+        SnapshotPolicy {
+            entries: 10_000,
+            bytes: 64 * 1024 * 1024,
+            catch_up_entries: SNAPSHOT_CATCH_UP_ENTRIES,
+        }
     }
 }
 
@@ -78,7 +84,8 @@ impl Driver {
         let state = &self.snapshots;
         let applied = self.store_applied_index();
         let since = applied.saturating_sub(state.latest_index());
-        let due = since >= self.parts.snapshot_policy.entries || state.bytes_since >= self.parts.snapshot_policy.bytes;
+        let due = since >= self.parts.snapshot_policy.entries
+            || state.bytes_since >= self.parts.snapshot_policy.bytes;
         if state.running || since == 0 || !(due || forced) {
             if forced && !state.running && since == 0 {
                 self.answer_snapshot_waiters(state.latest.clone().ok_or_else(|| {
@@ -88,19 +95,28 @@ impl Driver {
             return;
         }
         let Some(term) = self.parts.raft.term_at(applied) else {
-            tracing::warn!(applied, "cannot snapshot: the term of the applied entry is unknown");
+            tracing::warn!(
+                applied,
+                "cannot snapshot: the term of the applied entry is unknown"
+            );
             return;
         };
         let (view, index) = self.parts.store.read().expect("store lock poisoned").view();
-        let meta = SnapshotMeta { index, term, voters: self.parts.voters.clone() };
+        let meta = SnapshotMeta {
+            index,
+            term,
+            voters: self.parts.voters.clone(),
+        };
         self.snapshots.running = true;
         self.snapshots.bytes_since = 0;
         let dir = self.parts.snapshot_dir.clone();
         let events = self.parts.events_sender.clone();
-        let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
-            let result = write_snapshot(&dir, &meta, &view);
-            let _ = events.send(Event::SnapshotDone(result));
-        });
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                let result = write_snapshot(&dir, &meta, &view);
+                let _ = events.send(Event::SnapshotDone(result));
+            });
         if let Err(error) = spawned {
             self.snapshots.running = false;
             tracing::error!(%error, "cannot start the snapshot thread");
@@ -118,9 +134,15 @@ impl Driver {
                 return Ok(());
             }
         };
-        tracing::info!(index = info.meta.index, bytes = info.file_bytes, keys = info.key_count, "snapshot taken");
+        tracing::info!(
+            index = info.meta.index,
+            bytes = info.file_bytes,
+            keys = info.key_count,
+            "snapshot taken"
+        );
         self.snapshots.latest = Some(info.clone());
-        self.compact(info.meta.index.saturating_sub(SNAPSHOT_CATCH_UP_ENTRIES))?;
+        let catch_up = self.parts.snapshot_policy.catch_up_entries;
+        self.compact(info.meta.index.saturating_sub(catch_up))?;
         self.answer_snapshot_waiters(Ok(info));
         Ok(())
     }
@@ -131,11 +153,20 @@ impl Driver {
         if index <= compacted {
             return Ok(());
         }
-        let Some(term) = self.parts.raft.term_at(index) else { return Ok(()) };
-        let meta = SnapshotMeta { index, term, voters: self.parts.voters.clone() };
+        let Some(term) = self.parts.raft.term_at(index) else {
+            return Ok(());
+        };
+        let meta = SnapshotMeta {
+            index,
+            term,
+            voters: self.parts.voters.clone(),
+        };
         self.parts.raft.compact(meta)?;
         self.parts.wal.truncate_prefix(index)?;
-        self.parts.metrics.wal_bytes.set(self.parts.wal.size_bytes() as i64);
+        self.parts
+            .metrics
+            .wal_bytes
+            .set(self.parts.wal.size_bytes() as i64);
         Ok(())
     }
 
@@ -157,7 +188,9 @@ impl Driver {
         }
         match &self.snapshots.latest {
             Some(info) => self.parts.peers.stream_snapshot(message, info.clone()),
-            None => tracing::error!(to = %message.to, "the core asked to send a snapshot, but none exists"),
+            None => {
+                tracing::error!(to = %message.to, "the core asked to send a snapshot, but none exists")
+            }
         }
     }
 
@@ -165,20 +198,32 @@ impl Driver {
     /// has arrived complete.
     pub(super) fn may_step(&self, message: &Message) -> bool {
         match &message.body {
-            Body::Snapshot { meta } => self.parts.snapshot_receiver.received(meta.index, meta.term).is_some(),
+            Body::Snapshot { meta } => self
+                .parts
+                .snapshot_receiver
+                .received(meta.index, meta.term)
+                .is_some(),
             _ => true,
         }
     }
 
     /// Installs a snapshot the core accepted: a fresh store from the file, then the WAL reset.
     pub(super) fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<()> {
-        let info = self.parts.snapshot_receiver.received(meta.index, meta.term).ok_or_else(|| {
-            Error::Unavailable(format!("snapshot {} to install is not on disk", meta.index))
-        })?;
+        let info = self
+            .parts
+            .snapshot_receiver
+            .received(meta.index, meta.term)
+            .ok_or_else(|| {
+                Error::Unavailable(format!("snapshot {} to install is not on disk", meta.index))
+            })?;
         let store = super::recover::load_store(&info)?;
         *self.parts.store.write().expect("store lock poisoned") = store;
         self.parts.wal.reset(meta.index, meta.term)?;
-        tracing::info!(index = meta.index, keys = info.key_count, "installed snapshot from the leader");
+        tracing::info!(
+            index = meta.index,
+            keys = info.key_count,
+            "installed snapshot from the leader"
+        );
         self.snapshots.latest = Some(info);
         self.snapshots.bytes_since = 0;
         Ok(())
@@ -187,6 +232,8 @@ impl Driver {
 
 /// Writes `view` as the snapshot `meta` (on the snapshot thread).
 fn write_snapshot(dir: &SnapshotDir, meta: &SnapshotMeta, view: &Map) -> Result<SnapshotInfo> {
-    let entries = view.iter().map(|(key, versioned)| (&**key, &versioned.value[..], versioned.revision));
+    let entries = view
+        .iter()
+        .map(|(key, versioned)| (&**key, &versioned.value[..], versioned.revision));
     dir.write(meta, view.len() as u64, entries)
 }

@@ -253,7 +253,14 @@ impl Peers {
             senders.insert(peer.clone(), sender);
         }
         let streams = Arc::new(snapshot::SnapshotStreams::new());
-        Peers { senders, metrics, directory, http, runtime: runtime.clone(), streams }
+        Peers {
+            senders,
+            metrics,
+            directory,
+            http,
+            runtime: runtime.clone(),
+            streams,
+        }
     }
 
     /// Streams the snapshot `info` to the recipient of `message` (the raft core's `Snapshot`
@@ -268,7 +275,11 @@ impl Peers {
             return;
         }
         tracing::info!(%peer, index = info.meta.index, bytes = info.file_bytes, "streaming snapshot");
-        let (directory, http, streams) = (self.directory.clone(), self.http.clone(), self.streams.clone());
+        let (directory, http, streams) = (
+            self.directory.clone(),
+            self.http.clone(),
+            self.streams.clone(),
+        );
         self.runtime.spawn(async move {
             let url = raft_url.trim_end_matches('/').to_string();
             match snapshot::stream(directory, http, url, info, message).await {
@@ -403,7 +414,11 @@ pub fn router(
     status: Router,
     test_faults: bool,
 ) -> Router {
-    let state = ServerState { directory, deliver, snapshots };
+    let state = ServerState {
+        directory,
+        deliver,
+        snapshots,
+    };
     let mut router = Router::new();
     if test_faults {
         router =
@@ -472,7 +487,12 @@ fn receive(state: &ServerState, route: Route, body: &[u8]) -> (StatusCode, Strin
 async fn receive_chunk(State(state): State<ServerState>, body: Bytes) -> (StatusCode, Vec<u8>) {
     let envelope: ChunkEnvelope = match postcard::from_bytes(&body) {
         Ok(envelope) => envelope,
-        Err(error) => return (StatusCode::BAD_REQUEST, format!("undecodable chunk: {error}").into_bytes()),
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("undecodable chunk: {error}").into_bytes(),
+            );
+        }
     };
     let sender = Envelope {
         cluster_id: envelope.cluster_id.clone(),
@@ -484,17 +504,27 @@ async fn receive_chunk(State(state): State<ServerState>, body: Bytes) -> (Status
         return (status, reason.into_bytes());
     }
     if state.directory.is_blocked(&envelope.from) {
-        return (StatusCode::SERVICE_UNAVAILABLE, b"partitioned by the test fault switch".to_vec());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            b"partitioned by the test fault switch".to_vec(),
+        );
     }
     let receiver = state.snapshots.clone();
-    let accepted = tokio::task::spawn_blocking(move || receiver.accept(&envelope.meta, &envelope.chunk)).await;
+    let accepted =
+        tokio::task::spawn_blocking(move || receiver.accept(&envelope.meta, &envelope.chunk)).await;
     match accepted {
-        Ok(Ok(next)) => (StatusCode::OK, postcard::to_allocvec(&next).expect("encoding a u64 cannot fail")),
+        Ok(Ok(next)) => (
+            StatusCode::OK,
+            postcard::to_allocvec(&next).expect("encoding a u64 cannot fail"),
+        ),
         Ok(Err(error)) => {
             tracing::warn!(%error, "snapshot chunk refused");
             (StatusCode::BAD_REQUEST, error.to_string().into_bytes())
         }
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string().into_bytes()),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            error.to_string().into_bytes(),
+        ),
     }
 }
 

@@ -65,13 +65,20 @@ pub struct SnapshotReceiver {
 impl SnapshotReceiver {
     /// A receiver writing into `dir`.
     pub fn new(dir: Arc<SnapshotDir>) -> SnapshotReceiver {
-        SnapshotReceiver { dir, incoming: Mutex::new(None), received: Mutex::new(None) }
+        SnapshotReceiver {
+            dir,
+            incoming: Mutex::new(None),
+            received: Mutex::new(None),
+        }
     }
 
     /// Accepts one chunk (blocking file I/O) and returns the offset expected next. A chunk of
     /// another snapshot than the one in progress starts over with that one.
     pub fn accept(&self, meta: &SnapshotMeta, chunk: &Chunk) -> Result<u64> {
-        let mut incoming = self.incoming.lock().expect("snapshot receiver lock poisoned");
+        let mut incoming = self
+            .incoming
+            .lock()
+            .expect("snapshot receiver lock poisoned");
         let current = matches!(&*incoming, Some((index, term, _)) if *index == meta.index && *term == meta.term);
         if !current {
             if self.received(meta.index, meta.term).is_some() {
@@ -85,16 +92,29 @@ impl SnapshotReceiver {
         if stream.is_complete() {
             let (_, _, stream) = incoming.take().expect("the stream is present");
             let info = stream.finish()?;
-            tracing::info!(index = info.meta.index, bytes = info.file_bytes, "snapshot received");
-            *self.received.lock().expect("snapshot receiver lock poisoned") = Some(info);
+            tracing::info!(
+                index = info.meta.index,
+                bytes = info.file_bytes,
+                "snapshot received"
+            );
+            *self
+                .received
+                .lock()
+                .expect("snapshot receiver lock poisoned") = Some(info);
         }
         Ok(next)
     }
 
     /// The snapshot received complete with this index and term, if any.
     pub fn received(&self, index: Index, term: Term) -> Option<SnapshotInfo> {
-        let received = self.received.lock().expect("snapshot receiver lock poisoned");
-        received.as_ref().filter(|info| info.meta.index == index && info.meta.term == term).cloned()
+        let received = self
+            .received
+            .lock()
+            .expect("snapshot receiver lock poisoned");
+        received
+            .as_ref()
+            .filter(|info| info.meta.index == index && info.meta.term == term)
+            .cloned()
     }
 }
 
@@ -105,16 +125,24 @@ pub(super) struct SnapshotStreams {
 
 impl SnapshotStreams {
     pub(super) fn new() -> SnapshotStreams {
-        SnapshotStreams { running: Mutex::new(BTreeSet::new()) }
+        SnapshotStreams {
+            running: Mutex::new(BTreeSet::new()),
+        }
     }
 
     /// Marks a stream to `peer` as running; false if one already is.
     pub(super) fn start(&self, peer: &str) -> bool {
-        self.running.lock().expect("snapshot streams lock poisoned").insert(peer.to_string())
+        self.running
+            .lock()
+            .expect("snapshot streams lock poisoned")
+            .insert(peer.to_string())
     }
 
     pub(super) fn finish(&self, peer: &str) {
-        self.running.lock().expect("snapshot streams lock poisoned").remove(peer);
+        self.running
+            .lock()
+            .expect("snapshot streams lock poisoned")
+            .remove(peer);
     }
 }
 
@@ -145,14 +173,22 @@ pub(super) async fn stream(
             }
         }
     }
-    message.body = crate::raft::Body::Snapshot { meta: info.meta.clone() };
+    message.body = crate::raft::Body::Snapshot {
+        meta: info.meta.clone(),
+    };
     let envelope = Envelope {
         cluster_id: directory.cluster_id.clone(),
         from: directory.id.clone(),
         from_client_url: directory.client_url.clone(),
         messages: vec![message],
     };
-    post(&http, &format!("{raft_url}{}", Route::InstallSnapshot.path()), &envelope).await.map(|_| ())
+    post(
+        &http,
+        &format!("{raft_url}{}", Route::InstallSnapshot.path()),
+        &envelope,
+    )
+    .await
+    .map(|_| ())
 }
 
 async fn send_chunk(
@@ -163,9 +199,11 @@ async fn send_chunk(
     offset: u64,
 ) -> Result<u64> {
     let reading = info.clone();
-    let chunk = tokio::task::spawn_blocking(move || SnapshotDir::chunk(&reading, offset, CHUNK_BYTES_DEFAULT))
-        .await
-        .map_err(|error| Error::Unavailable(format!("snapshot reader failed: {error}")))??;
+    let chunk = tokio::task::spawn_blocking(move || {
+        SnapshotDir::chunk(&reading, offset, CHUNK_BYTES_DEFAULT)
+    })
+    .await
+    .map_err(|error| Error::Unavailable(format!("snapshot reader failed: {error}")))??;
     let envelope = ChunkEnvelope {
         cluster_id: directory.cluster_id.clone(),
         from: directory.id.clone(),
@@ -179,11 +217,20 @@ async fn send_chunk(
 async fn post(http: &reqwest::Client, url: &str, body: &impl Serialize) -> Result<Vec<u8>> {
     let bytes = postcard::to_allocvec(body)?;
     let unavailable = |error: reqwest::Error| Error::Unavailable(format!("{url}: {error}"));
-    let response = http.post(url).timeout(CHUNK_TIMEOUT).body(bytes).send().await.map_err(unavailable)?;
+    let response = http
+        .post(url)
+        .timeout(CHUNK_TIMEOUT)
+        .body(bytes)
+        .send()
+        .await
+        .map_err(unavailable)?;
     let status = response.status();
     let body = response.bytes().await.map_err(unavailable)?;
     if !status.is_success() {
-        return Err(Error::Unavailable(format!("{url}: {status}: {}", String::from_utf8_lossy(&body))));
+        return Err(Error::Unavailable(format!(
+            "{url}: {status}: {}",
+            String::from_utf8_lossy(&body)
+        )));
     }
     Ok(body.to_vec())
 }
