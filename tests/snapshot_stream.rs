@@ -277,3 +277,29 @@ fn memory_stays_bounded_by_chunk_and_read_buffer() {
         "largest allocation while finishing: {finishing}"
     );
 }
+
+#[test]
+fn a_failed_write_or_sync_while_receiving_abandons_the_transfer_and_its_file() {
+    use kvstore::wal::fs::FaultyFs;
+    let temp = tempfile::tempdir().unwrap();
+    let info = leader_snapshot(&temp.path().join("leader"), 2_000);
+    let file_system = FaultyFs::new();
+    let follower_dir = temp.path().join("follower");
+    let follower =
+        SnapshotDir::open_with(&follower_dir, 3, std::sync::Arc::new(file_system.clone())).unwrap();
+    let mut incoming = follower.receive(&info.meta, info.file_bytes).unwrap();
+    let first = SnapshotDir::chunk(&info, 0, CHUNK_BYTES).unwrap();
+    file_system.with_faults(|faults| faults.short_next_write_bytes = Some(100));
+    assert!(matches!(incoming.accept(&first), Err(Error::Io { .. })));
+    let error = incoming.accept(&first).unwrap_err().to_string();
+    assert!(error.contains("start the transfer again"), "{error}");
+    drop(incoming);
+    assert!(files(&follower_dir).is_empty());
+
+    let mut incoming = follower.receive(&info.meta, info.file_bytes).unwrap();
+    send_from(&info, &mut incoming, 0);
+    file_system.with_faults(|faults| faults.fail_next_sync = true);
+    assert!(matches!(incoming.finish(), Err(Error::Io { .. })));
+    assert!(files(&follower_dir).is_empty());
+    assert!(follower.list().unwrap().is_empty());
+}

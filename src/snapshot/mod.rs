@@ -92,7 +92,8 @@
 //!    3): never a partial file under a snapshot name.
 //! 6. Retention: delete snapshot files beyond the newest `kept` (by index), oldest first,
 //!    never the one just written, then fsync the directory. A crash here leaves extra old
-//!    snapshots, deleted by the next retention.
+//!    snapshots, deleted by the next retention. (An older snapshot committed after newer
+//!    ones, by a concurrent write, is kept too: `kept + 1` files until the next one.)
 //!
 //! # INSTALL ([`SnapshotDir::receive`], [`Incoming`])
 //!
