@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use kvstore::datadir::{DataDir, Identity};
-use kvstore::raft::{Entry, HardState};
+use kvstore::raft::{Entry, HardState, SnapshotMeta};
+use kvstore::snapshot::SnapshotDir;
 use kvstore::wal::{Options, Wal};
 
 fn kvinspect(data_dir: &Path, args: &[&str]) -> Output {
@@ -200,4 +201,120 @@ fn not_a_data_dir_is_an_error() {
     let output = kvinspect(temp.path(), &["summary"]);
     assert_eq!(output.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a kvstore data directory"));
+}
+
+/// Two snapshots (index 10 with 3 keys, index 20 with 5 keys) next to the WAL, plus a
+/// temporary file left by an interrupted write, which kvinspect must neither list nor
+/// remove.
+fn with_snapshots(data_dir: &DataDir) -> Vec<PathBuf> {
+    let snapshots = SnapshotDir::open(&data_dir.snapshot_dir(), 3).unwrap();
+    let mut paths = Vec::new();
+    for (index, count) in [(10u64, 3usize), (20, 5)] {
+        let meta = SnapshotMeta {
+            index,
+            term: 4,
+            voters: identity().voters,
+        };
+        let keys: Vec<String> = (0..count).map(|n| format!("key{n}")).collect();
+        let entries = keys.iter().map(|key| (key.as_str(), &b"value"[..], index));
+        paths.push(snapshots.write(&meta, count as u64, entries).unwrap().path);
+    }
+    let leftover = data_dir.snapshot_dir().join("snap-x.snap.1.tmp");
+    std::fs::write(leftover, b"half a snapshot").unwrap();
+    paths
+}
+
+fn snapshot_bytes(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(path.join("snapshots"))
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn snapshots_lists_index_term_size_keys_and_crc_as_text_and_json() {
+    let temp = tempfile::tempdir().unwrap();
+    let locked = populated(temp.path());
+    let paths = with_snapshots(&locked);
+    let output = kvinspect(temp.path(), &["snapshots"]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("snap-00000000000000000020-00000000000000000004.snap"),
+        "newest first: {text}"
+    );
+    assert!(
+        lines[0].contains("index         20") && lines[0].contains("term      4"),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("5 keys") && lines[0].contains("crc ok"),
+        "{text}"
+    );
+    let size = std::fs::metadata(&paths[1]).unwrap().len();
+    assert!(lines[0].contains(&format!("{size} bytes")), "{text}");
+    assert!(lines[1].contains("3 keys"), "{text}");
+    let output = kvinspect(temp.path(), &["snapshots", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rows[0]["index"], 20);
+    assert_eq!(rows[0]["term"], 4);
+    assert_eq!(rows[0]["key_count"], 5);
+    assert_eq!(rows[0]["bytes"], size);
+    assert_eq!(rows[0]["crc_ok"], true);
+    assert_eq!(rows[1]["index"], 10);
+    assert_eq!(rows[1]["voters"], serde_json::json!(["n1", "n2", "n3"]));
+    let summary = stdout(&kvinspect(temp.path(), &["summary"]));
+    assert!(summary.contains("snapshots:   2 (2 valid)"), "{summary}");
+    assert!(summary.contains("index         10"), "{summary}");
+    let output = kvinspect(temp.path(), &["verify"]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout(&output).contains("2 snapshots, every CRC valid"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn verify_fails_on_a_damaged_snapshot_naming_file_and_offset_and_changes_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let locked = populated(temp.path());
+    let paths = with_snapshots(&locked);
+    let mut bytes = std::fs::read(&paths[1]).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 0x01;
+    std::fs::write(&paths[1], &bytes).unwrap();
+    let before = snapshot_bytes(temp.path());
+    let output = kvinspect(temp.path(), &["verify"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let text = stdout(&output);
+    let name = paths[1].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(text.contains("SNAPSHOT") && text.contains(&name), "{text}");
+    assert!(
+        text.contains("byte offset") && text.contains("body CRC"),
+        "{text}"
+    );
+    let output = kvinspect(temp.path(), &["snapshots", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rows[0]["crc_ok"], false);
+    assert_eq!(rows[0]["index"], 20, "from the file name");
+    assert!(rows[0]["offset"].is_u64(), "{rows}");
+    assert_eq!(rows[1]["crc_ok"], true);
+    let text = stdout(&kvinspect(temp.path(), &["snapshots"]));
+    assert!(text.lines().next().unwrap().contains("DAMAGED"), "{text}");
+    assert!(stdout(&kvinspect(temp.path(), &["summary"])).contains("snapshots:   2 (1 valid)"));
+    assert_eq!(
+        snapshot_bytes(temp.path()),
+        before,
+        "kvinspect changed nothing"
+    );
 }

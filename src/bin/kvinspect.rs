@@ -1,16 +1,18 @@
-//! `kvinspect DATA_DIR [summary|segments|entries|verify]`: an offline, read-only look at
-//! a kvstore data directory. It never repairs anything and never takes the directory lock,
+//! `kvinspect DATA_DIR [summary|segments|entries|snapshots|verify]`: an offline, read-only
+//! look at a kvstore data directory. It never repairs anything and never takes the directory lock,
 //! so it is safe to run next to a live node (it then sees a moment of a moving log).
 //!
-//! Exit status: 0 = fine, 1 = damage found (`verify`: a torn tail or corruption),
+//! Exit status: 0 = fine, 1 = damage found (`verify`: a torn tail or corruption in the
+//! WAL, or a snapshot failing its checks),
 //! 2 = usage error, 3 = the directory could not be read.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kvstore::datadir::{DataDir, WAL_DIR};
+use kvstore::datadir::{DataDir, SNAPSHOT_DIR, WAL_DIR};
 use kvstore::raft::{Entry, Index};
+use kvstore::snapshot::{self, SnapshotInfo, format::parse_snapshot_file_name};
 use kvstore::wal::{self, Options, VerifyReport, Wal};
 
 /// How many entries `entries` prints when `--to` is not given: enough to look around,
@@ -47,18 +49,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check every header and record CRC; exit status 1 on damage.
+    /// Snapshot files, newest first: index, term, size, key count, CRC check.
+    Snapshots {
+        /// One JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every WAL header and record CRC and every snapshot; exit status 1 on damage.
     Verify,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let wal_dir = cli.data_dir.join(WAL_DIR);
+    let snapshot_dir = cli.data_dir.join(SNAPSHOT_DIR);
     let result = match cli.command.unwrap_or(Command::Summary) {
-        Command::Summary => summary(&cli.data_dir, &wal_dir),
+        Command::Summary => summary(&cli.data_dir, &wal_dir, &snapshot_dir),
         Command::Segments => segments(&wal_dir),
         Command::Entries { from, to, json } => entries(&wal_dir, from, to, json),
-        Command::Verify => verify(&wal_dir),
+        Command::Snapshots { json } => snapshots(&snapshot_dir, json),
+        Command::Verify => verify(&wal_dir, &snapshot_dir),
     };
     match result {
         Ok(code) => code,
@@ -69,7 +79,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn summary(data_dir: &Path, wal_dir: &Path) -> kvstore::Result<ExitCode> {
+fn summary(data_dir: &Path, wal_dir: &Path, snapshot_dir: &Path) -> kvstore::Result<ExitCode> {
     let identity = DataDir::inspect(data_dir)?;
     println!("data dir:    {}", data_dir.display());
     println!("node id:     {}", identity.node_id);
@@ -101,6 +111,10 @@ fn summary(data_dir: &Path, wal_dir: &Path) -> kvstore::Result<ExitCode> {
     );
     print_segments(&report);
     print_damage(&report);
+    let listed = snapshot::list_dir(snapshot_dir)?;
+    let valid = listed.iter().filter(|listed| listed.is_ok()).count();
+    println!("snapshots:   {} ({valid} valid)", listed.len());
+    print_snapshots(&listed);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -162,22 +176,107 @@ fn print_damage(report: &VerifyReport) {
     }
 }
 
-fn verify(wal_dir: &Path) -> kvstore::Result<ExitCode> {
+fn verify(wal_dir: &Path, snapshot_dir: &Path) -> kvstore::Result<ExitCode> {
     let report = wal::verify(wal_dir)?;
-    if report.is_clean() {
+    let listed = snapshot::list_dir(snapshot_dir)?;
+    let snapshots_clean = listed.iter().all(|listed| listed.is_ok());
+    if report.is_clean() && snapshots_clean {
         let range = report
             .index_range
             .map_or_else(String::new, |(first, last)| {
                 format!(", indexes {first}..={last}")
             });
         println!(
-            "ok: {} segments{range}, every CRC valid",
-            report.segments.len()
+            "ok: {} segments{range}, {} snapshots, every CRC valid",
+            report.segments.len(),
+            listed.len()
         );
         return Ok(ExitCode::SUCCESS);
     }
     print_damage(&report);
+    for damaged in listed.iter().filter_map(|listed| listed.as_ref().err()) {
+        println!("SNAPSHOT:    {damaged}");
+    }
     Ok(ExitCode::from(1))
+}
+
+fn snapshots(snapshot_dir: &Path, json: bool) -> kvstore::Result<ExitCode> {
+    let listed = snapshot::list_dir(snapshot_dir)?;
+    if json {
+        let rows: Vec<serde_json::Value> = listed.iter().map(snapshot_json).collect();
+        let text = serde_json::to_string_pretty(&rows)
+            .map_err(|error| kvstore::Error::Decode(error.to_string()))?;
+        println!("{text}");
+    } else {
+        print_snapshots(&listed);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per snapshot file, newest first. A damaged one shows the index and term its
+/// name claims, its size on disk, and what is wrong.
+fn print_snapshots(listed: &[kvstore::Result<SnapshotInfo>]) {
+    for row in listed.iter().map(snapshot_json) {
+        let damage = match row["error"].as_str() {
+            Some(error) => format!("DAMAGED: {error}"),
+            None => "crc ok".to_string(),
+        };
+        println!(
+            "  {}  index {:>10}  term {:>6}  {:>12} bytes  {:>10} keys  {damage}",
+            row["file"].as_str().unwrap_or("?"),
+            number(&row["index"]),
+            number(&row["term"]),
+            number(&row["bytes"]),
+            number(&row["key_count"]),
+        );
+    }
+}
+
+/// A JSON number as text, `?` when unknown (null).
+fn number(value: &serde_json::Value) -> String {
+    value
+        .as_u64()
+        .map_or_else(|| "?".to_string(), |number| number.to_string())
+}
+
+fn snapshot_json(listed: &kvstore::Result<SnapshotInfo>) -> serde_json::Value {
+    match listed {
+        Ok(info) => serde_json::json!({
+            "file": file_name(&info.path),
+            "index": info.meta.index,
+            "term": info.meta.term,
+            "voters": info.meta.voters,
+            "bytes": info.file_bytes,
+            "key_count": info.key_count,
+            "crc_ok": true,
+        }),
+        Err(error) => {
+            let (file, offset) = match error {
+                kvstore::Error::Corruption { file, offset, .. } => (file.clone(), Some(*offset)),
+                kvstore::Error::Io { path, .. } => (path.clone(), None),
+                _ => (PathBuf::new(), None),
+            };
+            let name = file_name(&file);
+            let (index, term) = parse_snapshot_file_name(&name).unzip();
+            serde_json::json!({
+                "file": name,
+                "index": index,
+                "term": term,
+                "bytes": std::fs::metadata(&file).map(|meta| meta.len()).ok(),
+                "key_count": null,
+                "crc_ok": false,
+                "offset": offset,
+                "error": error.to_string(),
+            })
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn entries(

@@ -181,7 +181,8 @@ fn decode_voters(bytes: &[u8]) -> Result<Vec<NodeId>, String> {
     if count > VOTERS_MAX {
         return Err(format!("{count} voters exceed VOTERS_MAX ({VOTERS_MAX})"));
     }
-    let mut voters = Vec::with_capacity(count);
+    // Each voter takes at least its length byte: never reserve more than the bytes allow.
+    let mut voters = Vec::with_capacity(count.min(bytes.len() - 2));
     let mut at = 2;
     for _ in 0..count {
         let length = *bytes.get(at).ok_or("voters section ends inside a voter")? as usize;

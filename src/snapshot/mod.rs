@@ -20,10 +20,10 @@
 //!  +--------+--------+--------+----------------+----------------+----------------+--------+--------+
 //!  | magic  |version |voters_b|  index         |  term          |  key_count     |reserved|hdr crc |
 //!  +--------+--------+--------+----------------+----------------+----------------+--------+--------+
-//!  48                     48 + voters_b                         F = file length - 16     F+8  F+12  F+16
-//!  +----------------------+-------------------- ... ------------+----------------+-----+-----+
-//!  | voters section       | body: entry, entry, ...             | body_bytes     |b crc|f crc|
-//!  +----------------------+-------------------- ... ------------+----------------+-----+-----+
+//!  48                  H = 48 + voters_b                      F = H + body_bytes F+8   F+12  F+16
+//!  +-------------------+------------------ ... ---------------+------------------+-----+-----+
+//!  | voters section    | body: entry, entry, ...              | body_bytes (u64) |b crc|f crc|
+//!  +-------------------+------------------ ... ---------------+------------------+-----+-----+
 //! ```
 //!
 //! | offset | size | field        | meaning                                                     |
@@ -46,7 +46,8 @@
 //! (or extended) file. The body length and CRC are in a footer, not the header, because
 //! the body is streamed: the writer learns them only at the end, and appends only (so
 //! the same append-only file-system seam as the WAL, [`crate::wal::fs`], can inject
-//! faults into every write). `key_count` is known in advance and sits in the header.
+//! faults into every write). `key_count` is known in advance and sits in the header. A
+//! zeroed or foreign file never passes: the magic is not zero, and every part has a CRC.
 //!
 //! ## Entry
 //!
@@ -92,7 +93,8 @@
 //!    3): never a partial file under a snapshot name.
 //! 6. Retention: delete snapshot files beyond the newest `kept` (by index), oldest first,
 //!    never the one just written, then fsync the directory. A crash here leaves extra old
-//!    snapshots, deleted by the next retention.
+//!    snapshots, deleted by the next retention. (An older snapshot committed after newer
+//!    ones, by a concurrent write, is kept too: `kept + 1` files until the next one.)
 //!
 //! # INSTALL ([`SnapshotDir::receive`], [`Incoming`])
 //!
