@@ -11,7 +11,7 @@ use super::{Event, NodeStatus};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::raft::{Entry, Index, Message, NodeId, Raft, ReadState, Role, Term};
+use crate::raft::{Entry, HardState, Index, Message, NodeId, Raft, ReadState, Role, Term};
 use crate::snapshot::SnapshotDir;
 use crate::store::{Outcome, Store};
 use crate::transport::{Peers, SnapshotReceiver};
@@ -56,6 +56,8 @@ pub(super) struct Driver {
     pub(super) snapshots: SnapshotState,
     /// Proposals by log index.
     proposals: BTreeMap<Index, Proposal>,
+    /// A hard state whose only change (the commit index) was not written yet.
+    commit_unsaved: Option<HardState>,
     /// Answers to proposals applied in this iteration, sent after the status is published.
     replies: Vec<(oneshot::Sender<Result<Outcome>>, Result<Outcome>)>,
     /// Read requests handed to the core, by context.
@@ -76,6 +78,7 @@ impl Driver {
             snapshots,
             proposals: BTreeMap::new(),
             replies: Vec::new(),
+            commit_unsaved: None,
             reads_requested: HashMap::new(),
             reads_confirmed: Vec::new(),
             next_read_context: 1,
@@ -213,11 +216,10 @@ impl Driver {
         if let Some(meta) = &ready.snapshot {
             self.install_snapshot(meta)?;
         }
-        if ready.hard_state.is_some() || !ready.entries.is_empty() {
+        let hard_state = self.hard_state_to_save(ready.hard_state, ready.entries.is_empty());
+        if hard_state.is_some() || !ready.entries.is_empty() {
             let started = Instant::now();
-            self.parts
-                .wal
-                .save(ready.hard_state.as_ref(), &ready.entries)?;
+            self.parts.wal.save(hard_state.as_ref(), &ready.entries)?;
             self.parts
                 .metrics
                 .wal_fsync_seconds
@@ -234,6 +236,33 @@ impl Driver {
         self.apply(ready.committed_entries);
         self.confirm_reads(ready.read_states, ready.aborted_reads);
         Ok(())
+    }
+
+    /// The hard state to write with this ready's entries. Raft needs the term and the vote
+    /// durable before anything that depends on them is sent; the commit index may lag (the
+    /// core re-learns it after a restart). So a change of the commit index alone is not worth
+    /// an fsync of its own: it waits and rides along with the next write of entries, term or
+    /// vote. Without this, every batch of writes would cost two fsyncs: one for its entries,
+    /// one for the commit index that advanced when they were acknowledged.
+    fn hard_state_to_save(
+        &mut self,
+        changed: Option<HardState>,
+        no_entries: bool,
+    ) -> Option<HardState> {
+        let Some(hard_state) = changed else {
+            return if no_entries {
+                None
+            } else {
+                self.commit_unsaved.take()
+            };
+        };
+        let saved = self.parts.wal.hard_state();
+        if no_entries && hard_state.term == saved.term && hard_state.vote == saved.vote {
+            self.commit_unsaved = Some(hard_state);
+            return None;
+        }
+        self.commit_unsaved = None;
+        Some(hard_state)
     }
 
     fn send(&self, messages: Vec<Message>) {

@@ -181,7 +181,13 @@ impl Node {
             segment_bytes_max: config.segment_bytes_max,
             ..Default::default()
         };
+        let replay_started = std::time::Instant::now();
         let (mut wal, recovered) = Wal::open(&data_dir.wal_dir(), options)?;
+        tracing::info!(
+            entries = recovered.entries.len(),
+            replay_ms = replay_started.elapsed().as_millis() as u64,
+            "replayed the WAL"
+        );
         if let Some(repaired) = &recovered.repaired {
             tracing::warn!(%repaired, "repaired a torn WAL tail");
         }
@@ -251,8 +257,12 @@ impl Node {
     }
 
     /// Asks the driver to stop and waits for it. Returns the error that stopped it, if any.
+    ///
+    /// Blocks until the request is queued (a full queue must not lose it: the driver would
+    /// never stop), so call it from a thread that may block.
     pub fn shutdown(self) -> Result<()> {
-        let _ = self.handle.events.try_send(Event::Shutdown);
+        // An error means the driver is already gone; joining reports why.
+        let _ = self.handle.events.send(Event::Shutdown);
         self.driver
             .join()
             .unwrap_or_else(|_| Err(Error::Unavailable("driver panicked".into())))

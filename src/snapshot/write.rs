@@ -81,7 +81,14 @@ struct BodyWriter<'p> {
     path: &'p Path,
     buffer: Vec<u8>,
     written_bytes: u64,
+    synced_bytes: u64,
 }
+
+/// The body is made durable in steps of this many bytes as it is written, not all at the
+/// end: a single fdatasync of a large snapshot makes the WAL's small fdatasyncs on the same
+/// file system wait behind it (the file system's journal orders them), which stalls writes
+/// for as long as the flush takes. Small steps bound that stall.
+const SYNC_INTERVAL_BYTES: u64 = 4 * 1024 * 1024;
 
 impl<'p> BodyWriter<'p> {
     fn new(file: Box<dyn WalFile>, path: &'p Path) -> BodyWriter<'p> {
@@ -90,6 +97,7 @@ impl<'p> BodyWriter<'p> {
             path,
             buffer: Vec::with_capacity(WRITE_BUFFER_BYTES),
             written_bytes: 0,
+            synced_bytes: 0,
         }
     }
 
@@ -107,7 +115,11 @@ impl<'p> BodyWriter<'p> {
         let result = self.append(&buffer);
         self.buffer = buffer;
         self.buffer.clear();
-        result
+        result?;
+        if self.written_bytes - self.synced_bytes >= SYNC_INTERVAL_BYTES {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// Encodes every entry, checking limits, key order and the count; returns the footer.
@@ -151,6 +163,8 @@ impl<'p> BodyWriter<'p> {
     fn sync(&mut self) -> Result<()> {
         self.file
             .sync_data()
-            .map_err(|error| Error::io("fdatasync", self.path, error))
+            .map_err(|error| Error::io("fdatasync", self.path, error))?;
+        self.synced_bytes = self.written_bytes;
+        Ok(())
     }
 }
