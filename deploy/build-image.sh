@@ -4,6 +4,8 @@
 #   deploy/build-image.sh               cargo build --release, then build image kvstore:local
 #   KVSTORE_IMAGE=kvstore:dev deploy/build-image.sh        another tag
 #   KVSTORE_SKIP_CARGO=1 deploy/build-image.sh             use target/release as it is
+#   KVSTORE_CARGO_PROFILE=dev deploy/build-image.sh        debug binaries (e.g. for a CI that
+#                                                          has them already; not for users)
 #
 # The image is FROM scratch: the three release binaries (debug info stripped, symbols kept)
 # plus exactly the shared libraries `ldd` says they need (glibc, libm, libgcc_s, the dynamic
@@ -17,7 +19,11 @@ cd "$(dirname "$0")/.."
 
 image=${KVSTORE_IMAGE:-kvstore:local}
 bins=(kvnode kvctl kvinspect)
-release=${CARGO_TARGET_DIR:-target}/release
+profile=${KVSTORE_CARGO_PROFILE:-release}
+case "$profile" in
+  dev | test) bindir=${CARGO_TARGET_DIR:-target}/debug ;;
+  *) bindir=${CARGO_TARGET_DIR:-target}/$profile ;;
+esac
 
 die() {
   echo "build-image: error: $*" >&2
@@ -28,11 +34,11 @@ command -v docker >/dev/null || die "docker is not installed"
 command -v ldd >/dev/null || die "ldd is not installed (it lists the libraries to copy)"
 
 if [ -z "${KVSTORE_SKIP_CARGO:-}" ]; then
-  echo "build-image: cargo build --release (kvnode, kvctl, kvinspect)"
-  cargo build --release --locked --quiet --bin kvnode --bin kvctl --bin kvinspect
+  echo "build-image: cargo build --profile $profile (kvnode, kvctl, kvinspect)"
+  cargo build --profile "$profile" --locked --quiet --bin kvnode --bin kvctl --bin kvinspect
 fi
 for bin in "${bins[@]}"; do
-  [ -x "$release/$bin" ] || die "$release/$bin is missing; run cargo build --release"
+  [ -x "$bindir/$bin" ] || die "$bindir/$bin is missing; run cargo build --profile $profile"
 done
 
 context=$(mktemp -d "${TMPDIR:-/tmp}/kvstore-image.XXXXXX")
@@ -43,7 +49,7 @@ chmod 1777 "$rootfs/tmp"
 
 # The binaries, without their debug line tables (backtraces keep function names).
 for bin in "${bins[@]}"; do
-  cp "$release/$bin" "$rootfs/usr/local/bin/$bin"
+  cp "$bindir/$bin" "$rootfs/usr/local/bin/$bin"
   if command -v strip >/dev/null; then
     strip --strip-debug "$rootfs/usr/local/bin/$bin"
   fi
@@ -62,7 +68,7 @@ libs=()
 for bin in "${bins[@]}"; do
   while read -r lib; do
     libs+=("$lib")
-  done < <(ldd "$release/$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+  done < <(ldd "$bindir/$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
 done
 [ "${#libs[@]}" -gt 0 ] || die "ldd found no libraries (is the binary static? then none are needed)"
 libc_dir=""
