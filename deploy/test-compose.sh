@@ -83,7 +83,7 @@ say "project $project, compose: ${compose_cmd[*]}"
 # ---- image
 KVSTORE_IMAGE=$image deploy/build-image.sh >"$work/build.log" 2>&1 ||
   { tail -20 "$work/build.log" >&2; fail "deploy/build-image.sh failed (see above)"; }
-say "$(grep 'built ' "$work/build.log" | sed 's/^build-image: //')"
+say "$(grep 'built ' "$work/build.log" | sed 's/^build-image: //') in $((SECONDS - started)) s"
 
 # ---- helpers
 services=(kv1 kv2 kv3)
@@ -191,13 +191,14 @@ wait_healthy() {
 
 # ---- 1. a fresh cluster
 compose_ready=1
+up_at=$SECONDS
 "${compose[@]}" up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; fail "compose up failed"; }
 for service in "${services[@]}"; do
   ids[$service]=$("${compose[@]}" ps -q "$service" 2>/dev/null)
   [ -n "${ids[$service]}" ] || fail "compose up created no container for $service"
 done
 leader=$(wait_leader kv1 "${services[@]}") || fail "no leader elected within ${election_deadline} s"
-say "cluster up, leader $leader ($((SECONDS - started)) s)"
+say "cluster up, leader $leader ($((SECONDS - up_at)) s after compose up)"
 wait_healthy "${services[@]}"
 for service in "${services[@]}"; do
   hostport=$("${compose[@]}" port "$service" 8080 2>/dev/null | tail -1)
@@ -288,4 +289,4 @@ converged=$(wait_converged kv2) || fail "nodes did not converge after the full r
 check_keys kv2 "$all_seeds"
 say "restarted all three: leader $leader, all ${#acked[@]} acknowledged keys present, $converged"
 
-verdict="PASS in $((SECONDS - started)) s (${#acked[@]} keys; leader kill, catch-up, crash restart, SIGTERM stop, full restart)"
+verdict="PASS in $((SECONDS - started)) s, $((SECONDS - up_at)) s after the build (${#acked[@]} keys; leader kill, catch-up, crash restart, SIGTERM stop, full restart)"
