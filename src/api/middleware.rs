@@ -15,7 +15,7 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 
-use super::{Api, ApiError};
+use super::{ApiError, Limits};
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 
 /// Bytes a JSON body may add around the largest key and value (field names, escaping of a
@@ -23,19 +23,15 @@ use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 const JSON_OVERHEAD_BYTES_MAX: usize = 64 * 1024;
 
 /// Wraps the routes in all middleware. The first layer added is the innermost.
-pub fn apply(routes: Router, api: &Api) -> Router {
-    let body_bytes_max =
-        api.limits.value_bytes_max + api.limits.key_bytes_max + JSON_OVERHEAD_BYTES_MAX;
+pub fn apply(routes: Router, limits: &Limits, metrics: Arc<Metrics>) -> Router {
+    let body_bytes_max = limits.value_bytes_max + limits.key_bytes_max + JSON_OVERHEAD_BYTES_MAX;
     routes
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn_with_state(
             body_bytes_max,
             refuse_oversized,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            api.node.metrics.clone(),
-            observe,
-        ))
+        .layer(axum::middleware::from_fn_with_state(metrics, observe))
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
@@ -144,4 +140,54 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         format!("internal error: {detail}"),
     )
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn explode() -> &'static str {
+        panic!("handler exploded")
+    }
+
+    fn app() -> Router {
+        let routes = Router::new()
+            .route("/panic", get(explode))
+            .route("/fine", get(|| async { "fine" }));
+        apply(routes, &Limits::default(), Arc::new(Metrics::new()))
+    }
+
+    async fn call(app: &Router, path: &str) -> (StatusCode, String) {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_json_500_and_the_router_keeps_serving() {
+        let app = app();
+        let (status, body) = call(&app, "/panic").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["ok"], false);
+        assert_eq!(json["error"], "internal");
+        assert!(
+            json["message"]
+                .as_str()
+                .unwrap()
+                .contains("handler exploded"),
+            "{json}"
+        );
+        assert_eq!(
+            call(&app, "/fine").await,
+            (StatusCode::OK, "fine".to_string())
+        );
+    }
 }

@@ -113,5 +113,5 @@ pub fn router(node: NodeHandle, limits: Limits) -> Router {
         .merge(status_router(node.clone()))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed);
-    middleware::apply(routes, &api)
+    middleware::apply(routes, &api.limits, api.node.metrics.clone())
 }
