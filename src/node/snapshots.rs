@@ -114,6 +114,7 @@ impl Driver {
         let spawned = std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || {
+                lower_thread_priority();
                 let result = write_snapshot(&dir, &meta, &view);
                 let _ = events.send(Event::SnapshotDone(result));
             });
@@ -227,6 +228,25 @@ impl Driver {
         self.snapshots.latest = Some(info);
         self.snapshots.bytes_since = 0;
         Ok(())
+    }
+}
+
+/// Niceness of the snapshot thread. On a machine with few cores the snapshot's
+/// serialization competes with the driver and the HTTP workers; the scheduler should prefer
+/// them, since a snapshot has no deadline and a client write does.
+const SNAPSHOT_THREAD_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's scheduling priority (Linux applies `setpriority` with
+/// `PRIO_PROCESS` to a single thread when given its thread id). Best effort: a failure only
+/// means the snapshot competes at normal priority.
+fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority take no pointers and only affect this thread.
+    let result = unsafe {
+        let thread_id = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread_id, SNAPSHOT_THREAD_NICE)
+    };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the snapshot thread's priority");
     }
 }
 
