@@ -25,6 +25,7 @@ pub mod error;
 pub mod metrics;
 pub mod node;
 pub mod raft;
+pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod transport;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kvstore::config::{self, Args};
 use kvstore::node::Node;
-use kvstore::{api, transport};
+use kvstore::{api, server, transport};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -70,11 +70,10 @@ async fn run(resolved: config::Resolved, test_faults: bool) -> Result<(), String
     let serve = |listener: TcpListener, router: axum::Router| {
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                })
-                .await
+            let stopped = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            server::serve(listener, router, server::ServeLimits::default(), stopped).await
         })
     };
     let client_server = serve(client_listener, client_router);

@@ -154,6 +154,7 @@ impl Client {
     pub fn new(seeds: Vec<String>, options: Options) -> Client {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
+            .pool_idle_timeout(crate::server::CLIENT_POOL_IDLE)
             .timeout(options.request_timeout)
             .build()
             .expect("building an HTTP client without TLS cannot fail");

@@ -236,6 +236,7 @@ impl Peers {
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(2)
+            .pool_idle_timeout(crate::server::CLIENT_POOL_IDLE)
             .timeout(PEER_REQUEST_TIMEOUT)
             .build()
             .expect("building an HTTP client without TLS cannot fail");

@@ -1,0 +1,109 @@
+//! Serving a router on a listener, with the limits `axum::serve` does not set.
+//!
+//! `axum::serve` runs hyper without a timer, so hyper's header read timeout never fires: a
+//! client that connects and sends nothing, sends its headers a byte a minute, or keeps an
+//! idle keep-alive connection open, holds a task and a file descriptor forever, and enough
+//! of them exhaust the node's descriptors. Here every connection gets:
+//!
+//! - a header read timeout ([`ServeLimits::header_read_timeout`]), which also bounds the idle
+//!   wait between two requests on a keep-alive connection;
+//! - a place among at most [`ServeLimits::connections_max`] open connections; past that, new
+//!   connections wait in the kernel's accept queue instead of costing descriptors.
+//!
+//! Our own clients ([`crate::client`], the peer transport) drop idle pooled connections well
+//! before this timeout ([`CLIENT_POOL_IDLE`]), so they never send a request on a connection
+//! the server is closing (which would make a write's outcome unknown).
+//!
+//! Shutdown is graceful: stop accepting, let open requests finish (bounded by
+//! [`SHUTDOWN_GRACE`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// How long open requests may run after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long our HTTP clients keep an idle pooled connection: well under the servers'
+/// header read timeout (see the module doc).
+pub const CLIENT_POOL_IDLE: Duration = Duration::from_secs(20);
+
+/// Per-connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeLimits {
+    /// Longest wait for a request's headers, idle time between requests included.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once.
+    pub connections_max: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        // 60 s: three times the clients' idle pool timeout; 4,096 connections: well under the
+        // usual 65,536-descriptor limit, with room for the WAL, snapshots and peer clients.
+        ServeLimits {
+            header_read_timeout: Duration::from_secs(60),
+            connections_max: 4096,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains open requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let slots = Arc::new(Semaphore::new(limits.connections_max));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // E.g. out of descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still open after the shutdown grace period");
+    }
+}
