@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod store;
+pub mod torture;
 pub mod transport;
 pub mod wal;
 
