@@ -10,11 +10,14 @@
 //!
 //! `KVSTORE_TORTURE_SEEDS` takes a list and ranges (`1,5,10-12`); the 3-node test uses the
 //! seeds as given and the 5-node test the same seeds plus 1000, so they differ.
+//!
+//! Partitions use the transport's fault switch. `KVSTORE_TORTURE_NETNS=1` (as root) also
+//! runs a 3-node run with real network separation (namespaces, a bridge, iptables DROP).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kvstore::torture::{self, Config, Fault};
+use kvstore::torture::{self, Config, Fault, Network};
 
 fn seconds(default: u64) -> Duration {
     let seconds = std::env::var("KVSTORE_TORTURE_SECONDS")
@@ -52,11 +55,16 @@ fn kvnode() -> PathBuf {
 
 /// Runs every seed; fails with the rendered summaries of the failing ones.
 fn torture(nodes: usize, seeds: &[u64], duration: Duration, faults: &[Fault]) {
+    torture_on(Network::FaultSwitch, nodes, seeds, duration, faults);
+}
+
+fn torture_on(network: Network, nodes: usize, seeds: &[u64], duration: Duration, faults: &[Fault]) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let mut failures = Vec::new();
     for &seed in seeds {
         let config = Config {
             faults: faults.to_vec(),
+            network,
             ..Config::new(kvnode(), nodes, seed, duration)
         };
         match runtime.block_on(torture::run(&config)) {
@@ -89,4 +97,14 @@ fn five_nodes_under_kills_pauses_and_partitions() {
 fn a_quiet_cluster_is_linearizable() {
     // No faults: a baseline that fails only on a checker or recorder bug.
     torture(3, &[7], seconds(5).min(Duration::from_secs(5)), &[]);
+}
+
+#[test]
+fn three_nodes_with_real_network_partitions() {
+    if std::env::var_os("KVSTORE_TORTURE_NETNS").is_none() {
+        eprintln!("skipped: set KVSTORE_TORTURE_NETNS=1 (as root) for namespace partitions");
+        return;
+    }
+    let seeds: Vec<u64> = seeds(&[5]).iter().map(|seed| seed + 2000).collect();
+    torture_on(Network::Namespaces, 3, &seeds, seconds(20), &ALL);
 }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! kvtorture --nodes 3 --seed 42 --duration 60 --clients 4 --keys 4 --faults kill,pause,partition
+//! kvtorture --nodes 5 --seed 7 --runs 10 --network netns   # real partitions, as root
 //! ```
 //!
 //! Exit status: 0 = every run passed, 1 = a violation, a lost write or a divergence (the
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use kvstore::torture::{self, Config, Fault};
+use kvstore::torture::{self, Config, Fault, Network};
 
 /// Torture a kvstore cluster: faults under load, histories checked for linearizability.
 #[derive(Parser)]
@@ -50,6 +51,10 @@ struct Cli {
     /// Print nemesis actions as they happen.
     #[arg(long, short)]
     verbose: bool,
+    /// How partitions are made: `switch` (the transport's test fault switch, on loopback)
+    /// or `netns` (one network namespace per node and iptables DROP rules; needs root).
+    #[arg(long, default_value = "switch")]
+    network: String,
 }
 
 fn main() -> ExitCode {
@@ -125,7 +130,13 @@ fn config(cli: &Cli) -> Result<Config, String> {
             kvnode.display()
         ));
     }
+    let network = match cli.network.as_str() {
+        "switch" => Network::FaultSwitch,
+        "netns" => Network::Namespaces,
+        other => return Err(format!("--network {other:?} (use switch or netns)")),
+    };
     Ok(Config {
+        network,
         clients: cli.clients,
         keys: cli.keys,
         faults,

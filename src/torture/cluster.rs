@@ -1,6 +1,22 @@
-//! A cluster of real `kvnode` processes on loopback for the torture runner: free ports, one
-//! data dir per node under a fresh run directory, SIGKILL / restart, SIGSTOP / SIGCONT, and
-//! partitions through the transport's test-only fault switch.
+//! A cluster of real `kvnode` processes for the torture runner: one data dir per node under
+//! a fresh run directory, SIGKILL / restart, SIGSTOP / SIGCONT, and partitions.
+//!
+//! # Networks
+//!
+//! - [`Network::FaultSwitch`] (the default, and what CI runs): every node on loopback with
+//!   free ports; partitions through the transport's test-only fault switch
+//!   (`--test-faults`, `POST /test/partition`), which drops raft messages to and from the
+//!   named peers inside the process.
+//! - [`Network::Namespaces`] (root only): real network separation. Each node runs in its own
+//!   network namespace (`kvt<S>n<i>`, address `10.77.<S>.<i>`) with a veth pair into a
+//!   bridge that lives in a separate "switch" namespace (`kvts<S>`); the host reaches the
+//!   bridge over one more veth (`kvtr<S>`, `10.77.<S>.254`). The bridge is kept out of the
+//!   host's namespace on purpose: with Docker installed the host's FORWARD chain drops
+//!   bridged traffic (`br_netfilter`). A partition loads DROP rules for the cut peers into
+//!   each node's own iptables (`iptables-restore`, INPUT by source, OUTPUT by destination),
+//!   so established TCP connections stall as on a real network; healing flushes them. The
+//!   subnet number `<S>` is claimed by creating the switch namespace, so concurrent runs
+//!   never share one. Everything is deleted on drop.
 //!
 //! Processes are killed when the [`Cluster`] is dropped. The run directory is removed then
 //! too, unless [`Cluster::keep`] was called (a failed run keeps its node logs and data).
@@ -32,6 +48,8 @@ const STATUS_TIMEOUT: Duration = Duration::from_millis(800);
 pub struct NodeProcess {
     /// Its id (n1, n2, ...).
     pub id: String,
+    /// The address it listens on (127.0.0.1, or its namespace's address).
+    pub host: String,
     /// Client port on 127.0.0.1.
     pub client_port: u16,
     /// Raft port on 127.0.0.1.
@@ -47,12 +65,156 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// The client URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.host, self.client_port)
     }
 
     /// The raft URL.
     pub fn raft_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.raft_port)
+        format!("http://{}:{}", self.host, self.raft_port)
+    }
+}
+
+/// How the nodes are connected and partitions are made (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// Loopback, partitions by the transport's fault switch.
+    FaultSwitch,
+    /// One network namespace per node, partitions by iptables DROP rules.
+    Namespaces,
+}
+
+/// The namespaces of a [`Network::Namespaces`] cluster.
+struct Namespaces {
+    /// The subnet number S of 10.77.S.0/24.
+    subnet: u8,
+}
+
+impl Namespaces {
+    fn switch(&self) -> String {
+        format!("kvts{}", self.subnet)
+    }
+
+    fn node(&self, index: usize) -> String {
+        format!("kvt{}n{}", self.subnet, index + 1)
+    }
+
+    fn address(&self, index: usize) -> String {
+        format!("10.77.{}.{}", self.subnet, index + 1)
+    }
+
+    /// Claims a free subnet and builds the switch and `size` node namespaces.
+    fn create(size: usize) -> Result<Namespaces, String> {
+        let first = (std::process::id() % 200) as u8;
+        for offset in 0..200u8 {
+            let subnet = 20 + (first + offset) % 200;
+            let namespaces = Namespaces { subnet };
+            // Creating the switch namespace is the claim: it fails if another run has it.
+            if ip(&["netns", "add", &namespaces.switch()]).is_err() {
+                continue;
+            }
+            return match namespaces.build(size) {
+                Ok(()) => Ok(namespaces),
+                Err(problem) => {
+                    namespaces.destroy(size);
+                    Err(problem)
+                }
+            };
+        }
+        Err("no free 10.77.S.0/24 subnet (or `ip netns add` is not permitted)".into())
+    }
+
+    fn build(&self, size: usize) -> Result<(), String> {
+        let switch = self.switch();
+        let host = format!("kvtr{}", self.subnet);
+        let host_address = format!("10.77.{}.254/24", self.subnet);
+        ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &switch, "link", "set", "br0", "up"])?;
+        ip(&[
+            "link", "add", &host, "type", "veth", "peer", "name", "up0", "netns", &switch,
+        ])?;
+        ip(&["-n", &switch, "link", "set", "up0", "master", "br0", "up"])?;
+        ip(&["addr", "add", &host_address, "dev", &host])?;
+        ip(&["link", "set", &host, "up"])?;
+        for index in 0..size {
+            let node = self.node(index);
+            let port = format!("p{}", index + 1);
+            let address = format!("{}/24", self.address(index));
+            ip(&["netns", "add", &node])?;
+            ip(&[
+                "-n", &node, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns",
+                &switch,
+            ])?;
+            ip(&["-n", &switch, "link", "set", &port, "master", "br0", "up"])?;
+            ip(&["-n", &node, "addr", "add", &address, "dev", "eth0"])?;
+            ip(&["-n", &node, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &node, "link", "set", "lo", "up"])?;
+            self.drop_rules(index, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Replaces node `index`'s filter table: DROP to and from each address in `cut`.
+    fn drop_rules(&self, index: usize, cut: &[String]) -> Result<(), String> {
+        let mut rules = String::from(
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n",
+        );
+        for address in cut {
+            rules.push_str(&format!(
+                "-A INPUT -s {address} -j DROP\n-A OUTPUT -d {address} -j DROP\n"
+            ));
+        }
+        rules.push_str("COMMIT\n");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.node(index), "iptables-restore"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("iptables-restore: {error}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            stdin
+                .write_all(rules.as_bytes())
+                .map_err(|error| format!("iptables-restore: {error}"))?;
+        }
+        let output = child
+            .wait_with_output()
+            .map_err(|error| format!("iptables-restore: {error}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "iptables-restore in {}: {}",
+                self.node(index),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    }
+
+    fn destroy(&self, size: usize) {
+        for index in 0..size {
+            let _ = ip(&["netns", "del", &self.node(index)]);
+        }
+        let _ = ip(&["netns", "del", &self.switch()]);
+        let _ = ip(&["link", "del", &format!("kvtr{}", self.subnet)]);
+    }
+}
+
+/// Runs `ip ARGS`; the error carries its stderr.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| format!("ip {}: {error}", args.join(" ")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
     }
 }
 
@@ -60,6 +222,7 @@ impl NodeProcess {
 pub struct Cluster {
     /// The nodes, n1 first.
     pub nodes: Vec<NodeProcess>,
+    namespaces: Option<Namespaces>,
     kvnode: PathBuf,
     extra_args: Vec<String>,
     dir: PathBuf,
@@ -89,17 +252,31 @@ impl Cluster {
         kvnode: &Path,
         size: usize,
         extra_args: &[String],
+        network: Network,
     ) -> Result<Cluster, String> {
+        let namespaces = match network {
+            Network::FaultSwitch => None,
+            Network::Namespaces => Some(Namespaces::create(size)?),
+        };
         let dir = fresh_dir("kvtorture").map_err(|error| format!("run dir: {error}"))?;
         let mut nodes = Vec::new();
-        for number in 1..=size {
-            let id = format!("n{number}");
+        for index in 0..size {
+            let id = format!("n{}", index + 1);
+            let (host, client_port, raft_port) = match &namespaces {
+                Some(namespaces) => (namespaces.address(index), 7000, 8000),
+                None => (
+                    "127.0.0.1".to_string(),
+                    free_port().map_err(|error| error.to_string())?,
+                    free_port().map_err(|error| error.to_string())?,
+                ),
+            };
             nodes.push(NodeProcess {
                 data_dir: dir.join(&id),
                 log_path: dir.join(format!("{id}.log")),
                 id,
-                client_port: free_port().map_err(|error| error.to_string())?,
-                raft_port: free_port().map_err(|error| error.to_string())?,
+                host,
+                client_port,
+                raft_port,
                 child: None,
                 paused: false,
             });
@@ -110,6 +287,7 @@ impl Cluster {
             .map_err(|error| error.to_string())?;
         let mut cluster = Cluster {
             nodes,
+            namespaces,
             kvnode: kvnode.to_path_buf(),
             extra_args: extra_args.to_vec(),
             dir,
@@ -123,6 +301,17 @@ impl Cluster {
             cluster.wait_listening(index).await?;
         }
         Ok(cluster)
+    }
+
+    /// How partitions are made, for the summary.
+    pub fn partition_mode(&self) -> String {
+        match &self.namespaces {
+            Some(namespaces) => format!(
+                "network namespaces + iptables DROP (10.77.{}.0/24)",
+                namespaces.subnet
+            ),
+            None => "transport fault switch (kvnode --test-faults)".to_string(),
+        }
     }
 
     /// The run directory (node logs and data dirs).
@@ -148,14 +337,23 @@ impl Cluster {
             .filter(|other| other.id != node.id)
             .map(|other| format!("{}={}", other.id, other.raft_url()))
             .collect();
-        let mut command = Command::new(&self.kvnode);
+        let mut command = match &self.namespaces {
+            Some(namespaces) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", &namespaces.node(index)])
+                    .arg(&self.kvnode);
+                command
+            }
+            None => Command::new(&self.kvnode),
+        };
         command
             .arg("--id")
             .arg(&node.id)
             .arg("--addr")
-            .arg(format!("127.0.0.1:{}", node.client_port))
+            .arg(format!("{}:{}", node.host, node.client_port))
             .arg("--raft-addr")
-            .arg(format!("127.0.0.1:{}", node.raft_port))
+            .arg(format!("{}:{}", node.host, node.raft_port))
             .arg("--data")
             .arg(&node.data_dir)
             .args(TIMING)
@@ -282,6 +480,13 @@ impl Cluster {
     /// Partitions the cluster into groups: every node drops messages from nodes outside its
     /// own group. Groups given as node indexes; a node in no group keeps all its links.
     pub async fn partition(&self, blocked: &[Vec<usize>]) -> Result<(), String> {
+        if let Some(namespaces) = &self.namespaces {
+            for (index, peers) in blocked.iter().enumerate() {
+                let cut: Vec<String> = peers.iter().map(|&peer| namespaces.address(peer)).collect();
+                namespaces.drop_rules(index, &cut)?;
+            }
+            return Ok(());
+        }
         for (index, peers) in blocked.iter().enumerate() {
             let ids: Vec<String> = peers
                 .iter()
@@ -294,6 +499,12 @@ impl Cluster {
 
     /// Heals every partition on every running node.
     pub async fn heal(&mut self) -> Result<(), String> {
+        if let Some(namespaces) = &self.namespaces {
+            for index in 0..self.nodes.len() {
+                namespaces.drop_rules(index, &[])?;
+            }
+            return Ok(());
+        }
         for index in 0..self.nodes.len() {
             if self.is_serving(index) {
                 self.set_blocked(index, &[]).await?;
@@ -342,6 +553,9 @@ impl Drop for Cluster {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+        if let Some(namespaces) = &self.namespaces {
+            namespaces.destroy(self.nodes.len());
         }
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);

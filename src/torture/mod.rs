@@ -21,11 +21,11 @@
 //!
 //! # Partitions
 //!
-//! Partitions use the transport's test-only fault switch (`kvnode --test-faults`,
-//! `POST /test/partition`), which drops raft messages to and from the named peers. Real
-//! network separation (network namespaces with veth pairs and a bridge plus DROP rules) is
-//! possible as root on some machines, but it is not what runs here: the summary says
-//! `partitions: transport fault switch`.
+//! By default (and in CI) partitions use the transport's test-only fault switch
+//! (`kvnode --test-faults`, `POST /test/partition`), which drops raft messages to and from
+//! the named peers. As root, [`Network::Namespaces`] gives real network separation instead:
+//! one network namespace per node, a bridge, and iptables DROP rules (see [`cluster`]).
+//! The summary line `partitions:` says which one ran.
 //!
 //! # Determinism
 //!
@@ -49,4 +49,4 @@ pub mod runner;
 
 pub use checker::{KeyVerdict, Report, State, check, check_key};
 pub use history::{FOREIGN_VALUE, Input, Operation, Output, ValueId};
-pub use runner::{Config, Fault, Summary, run};
+pub use runner::{Config, Fault, Network, Summary, run};

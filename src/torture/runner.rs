@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub use super::nemesis::Fault;
 
 use super::checker::{self, Report};
+pub use super::cluster::Network;
+
 use super::cluster::Cluster;
 use super::history::{FOREIGN_VALUE, Input, Operation, Output, ValueId};
 use super::nemesis::{self, Counts};
@@ -42,6 +44,8 @@ pub struct Config {
     pub steps_max: u64,
     /// Print nemesis actions as they happen.
     pub verbose: bool,
+    /// How nodes are connected and partitioned.
+    pub network: Network,
 }
 
 impl Config {
@@ -57,6 +61,7 @@ impl Config {
             faults: vec![Fault::Kill, Fault::Pause, Fault::Partition],
             steps_max: checker::STEPS_MAX_DEFAULT,
             verbose: false,
+            network: Network::FaultSwitch,
         }
     }
 }
@@ -81,7 +86,7 @@ pub struct Summary {
     /// Partitions.
     pub partitions: u64,
     /// How partitions were made.
-    pub partition_mode: &'static str,
+    pub partition_mode: String,
     /// The linearizability report.
     pub report: Report,
     /// Acknowledged writes neither present nor overwritten at the end, described.
@@ -183,11 +188,11 @@ pub async fn run(config: &Config) -> Result<Summary, String> {
         .iter()
         .map(|arg| arg.to_string())
         .collect();
-    let mut cluster = Cluster::start(&config.kvnode, config.nodes, &extra).await?;
+    let mut cluster = Cluster::start(&config.kvnode, config.nodes, &extra, config.network).await?;
     let outcome = run_on(&mut cluster, config).await;
     match outcome {
         Ok(mut summary) => {
-            if !summary.passed() {
+            if !summary.passed() || std::env::var_os("KVTORTURE_KEEP").is_some() {
                 cluster.keep();
                 summary.run_dir = Some(cluster.dir().to_path_buf());
             }
@@ -259,7 +264,7 @@ async fn run_on(cluster: &mut Cluster, config: &Config) -> Result<Summary, Strin
         kills: counts.kills,
         pauses: counts.pauses,
         partitions: counts.partitions,
-        partition_mode: "transport fault switch (kvnode --test-faults)",
+        partition_mode: cluster.partition_mode(),
         report,
         lost_writes,
         divergence,
