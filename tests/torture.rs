@@ -80,7 +80,7 @@ fn torture_on(network: Network, nodes: usize, seeds: &[u64], duration: Duration,
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-const ALL: [Fault; 3] = [Fault::Kill, Fault::Pause, Fault::Partition];
+const ALL: [Fault; 4] = [Fault::Kill, Fault::Pause, Fault::Partition, Fault::Crash];
 
 #[test]
 fn three_nodes_under_kills_pauses_and_partitions() {

@@ -39,8 +39,8 @@ struct Cli {
     /// Keys shared by the clients.
     #[arg(long, default_value_t = 4)]
     keys: usize,
-    /// Faults to inject, comma-separated: kill, pause, partition (empty: none).
-    #[arg(long, default_value = "kill,pause,partition")]
+    /// Faults to inject, comma-separated: kill, pause, partition, crash (empty: none).
+    #[arg(long, default_value = "kill,pause,partition,crash")]
     faults: String,
     /// The kvnode binary (default: next to this one).
     #[arg(long)]
@@ -160,6 +160,7 @@ struct Totals {
     kills: u64,
     pauses: u64,
     partitions: u64,
+    crashes: u64,
     violations: u64,
     unknown: u64,
     lost: u64,
@@ -173,6 +174,7 @@ impl Totals {
         self.kills += summary.kills;
         self.pauses += summary.pauses;
         self.partitions += summary.partitions;
+        self.crashes += summary.crashes;
         self.violations += summary.report.violations.len() as u64;
         self.unknown += summary.report.unknown_keys.len() as u64;
         self.lost += summary.lost_writes.len() as u64;
@@ -181,12 +183,14 @@ impl Totals {
     fn render(&self, runs: u64) -> String {
         format!(
             "TOTAL: {runs} runs, {} passed; {} operations checked ({} indeterminate); \
-             {} kills, {} pauses, {} partitions; {} linearizability violations, \
+             {} node kills ({} multi-node crashes), {} pauses, {} partitions; \
+             {} linearizability violations, \
              {} unknown keys, {} acknowledged writes lost",
             self.passed,
             self.operations,
             self.indeterminate,
             self.kills,
+            self.crashes,
             self.pauses,
             self.partitions,
             self.violations,

@@ -21,6 +21,9 @@ pub enum Fault {
     Pause,
     /// Partition the network, then heal it.
     Partition,
+    /// SIGKILL several nodes at once (a majority, sometimes all), then restart them: the
+    /// cluster is unavailable meanwhile and must recover everything acknowledged.
+    Crash,
 }
 
 impl Fault {
@@ -30,8 +33,9 @@ impl Fault {
             "kill" => Ok(Fault::Kill),
             "pause" => Ok(Fault::Pause),
             "partition" => Ok(Fault::Partition),
+            "crash" => Ok(Fault::Crash),
             other => Err(format!(
-                "unknown fault {other:?} (known: kill, pause, partition)"
+                "unknown fault {other:?} (known: kill, pause, partition, crash)"
             )),
         }
     }
@@ -72,6 +76,8 @@ pub enum Action {
     Pause(Target),
     /// Partition then heal.
     Partition(Shape),
+    /// Kill these nodes at once, then restart them all.
+    Crash(Vec<usize>),
 }
 
 /// One scheduled fault: it starts at `start` and is healed `hold` later.
@@ -118,6 +124,10 @@ pub fn schedule(
             Fault::Kill => Action::Kill(target(rng, nodes)),
             Fault::Pause => Action::Pause(target(rng, nodes)),
             Fault::Partition => Action::Partition(shape(rng, nodes)),
+            Fault::Crash => {
+                let count = rng.between(nodes as u64 / 2 + 1, nodes as u64) as usize;
+                Action::Crash(shuffled(rng, nodes)[..count].to_vec())
+            }
         };
         out.push(Scheduled {
             start: at,
@@ -186,12 +196,14 @@ pub struct Counts {
     pub pauses: u64,
     /// Partitions made (and healed).
     pub partitions: u64,
+    /// Crashes of several nodes at once (their nodes also count in `kills`).
+    pub crashes: u64,
 }
 
 /// A fault in force, to heal.
 pub enum Active {
-    /// A node is down.
-    Killed(usize),
+    /// Nodes are down.
+    Killed(Vec<usize>),
     /// A node is stopped.
     Paused(usize),
     /// The network is cut.
@@ -217,8 +229,23 @@ pub async fn inject(
             cluster.kill(index);
             counts.kills += 1;
             Ok((
-                Active::Killed(index),
+                Active::Killed(vec![index]),
                 format!("SIGKILL {}", cluster.nodes[index].id),
+            ))
+        }
+        Action::Crash(victims) => {
+            for &index in victims {
+                cluster.kill(index);
+            }
+            counts.kills += victims.len() as u64;
+            counts.crashes += 1;
+            let ids: Vec<&str> = victims
+                .iter()
+                .map(|&index| cluster.nodes[index].id.as_str())
+                .collect();
+            Ok((
+                Active::Killed(victims.clone()),
+                format!("SIGKILL {} at once", ids.join(",")),
             ))
         }
         Action::Pause(target) => {
@@ -257,9 +284,13 @@ pub async fn inject(
 /// Ends a fault.
 pub async fn heal(cluster: &mut Cluster, active: Active) -> Result<String, String> {
     match active {
-        Active::Killed(index) => {
-            cluster.restart(index).await?;
-            Ok(format!("restarted {}", cluster.nodes[index].id))
+        Active::Killed(victims) => {
+            let mut ids = Vec::new();
+            for index in victims {
+                cluster.restart(index).await?;
+                ids.push(cluster.nodes[index].id.clone());
+            }
+            Ok(format!("restarted {}", ids.join(",")))
         }
         Active::Paused(index) => {
             cluster.resume(index);
@@ -296,7 +327,7 @@ mod tests {
 
     #[test]
     fn schedules_replay_from_the_seed() {
-        let all = [Fault::Kill, Fault::Pause, Fault::Partition];
+        let all = [Fault::Kill, Fault::Pause, Fault::Partition, Fault::Crash];
         let a = schedule(&mut Rng::new(7), 5, Duration::from_secs(30), &all);
         let b = schedule(&mut Rng::new(7), 5, Duration::from_secs(30), &all);
         assert_eq!(a, b);

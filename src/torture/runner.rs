@@ -58,7 +58,7 @@ impl Config {
             duration,
             clients: 4,
             keys: 4,
-            faults: vec![Fault::Kill, Fault::Pause, Fault::Partition],
+            faults: vec![Fault::Kill, Fault::Pause, Fault::Partition, Fault::Crash],
             steps_max: checker::STEPS_MAX_DEFAULT,
             verbose: false,
             network: Network::FaultSwitch,
@@ -85,6 +85,8 @@ pub struct Summary {
     pub pauses: u64,
     /// Partitions.
     pub partitions: u64,
+    /// Crashes of several nodes at once.
+    pub crashes: u64,
     /// How partitions were made.
     pub partition_mode: String,
     /// The linearizability report.
@@ -125,8 +127,8 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "  nemesis: {} kills, {} pauses, {} partitions",
-            self.kills, self.pauses, self.partitions
+            "  nemesis: {} node kills ({} multi-node crashes among them), {} pauses, {} partitions",
+            self.kills, self.crashes, self.pauses, self.partitions
         );
         let _ = writeln!(
             out,
@@ -264,6 +266,7 @@ async fn run_on(cluster: &mut Cluster, config: &Config) -> Result<Summary, Strin
         kills: counts.kills,
         pauses: counts.pauses,
         partitions: counts.partitions,
+        crashes: counts.crashes,
         partition_mode: cluster.partition_mode(),
         report,
         lost_writes,
