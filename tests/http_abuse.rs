@@ -351,3 +351,168 @@ impl Quietly for TestCluster {
         }
     }
 }
+
+/// Well-formed envelopes from a member, carrying absurd values (indexes and terms at
+/// `u64::MAX`, responses to requests never made). Raft trusts its members, so this is not
+/// about correctness under a Byzantine peer, only that one bad message does not crash a
+/// node.
+fn hostile_messages(
+    from: &str,
+    to: &str,
+    term: u64,
+) -> Vec<(&'static str, kvstore::raft::Message)> {
+    use kvstore::raft::{AppendReject, Body, Message, SnapshotMeta};
+    let message = |body: Body| Message {
+        from: from.to_string(),
+        to: to.to_string(),
+        term,
+        body,
+    };
+    vec![
+        (
+            "AppendResponse at u64::MAX",
+            message(Body::AppendResponse {
+                index: u64::MAX,
+                reject: None,
+            }),
+        ),
+        (
+            "AppendResponse rejecting with an absurd hint",
+            message(Body::AppendResponse {
+                index: u64::MAX,
+                reject: Some(AppendReject {
+                    conflict_index: u64::MAX,
+                    conflict_term: u64::MAX,
+                }),
+            }),
+        ),
+        (
+            "HeartbeatResponse for a future read round",
+            message(Body::HeartbeatResponse { read_seq: u64::MAX }),
+        ),
+        (
+            "ReadIndexResponse nobody asked for",
+            message(Body::ReadIndexResponse {
+                context: u64::MAX,
+                index: Some(u64::MAX),
+            }),
+        ),
+        (
+            "SnapshotResponse at u64::MAX",
+            message(Body::SnapshotResponse { index: u64::MAX }),
+        ),
+        (
+            "VoteResponse nobody asked for",
+            message(Body::VoteResponse { granted: true }),
+        ),
+        (
+            "Heartbeat with commit at u64::MAX",
+            message(Body::Heartbeat {
+                commit: u64::MAX,
+                read_seq: u64::MAX,
+            }),
+        ),
+        (
+            "Append probe far past the log",
+            message(Body::Append {
+                prev_index: u64::MAX,
+                prev_term: u64::MAX,
+                entries: vec![],
+                commit: u64::MAX,
+            }),
+        ),
+        (
+            "Snapshot offer at u64::MAX",
+            message(Body::Snapshot {
+                meta: SnapshotMeta {
+                    index: u64::MAX,
+                    term,
+                    voters: vec![],
+                },
+            }),
+        ),
+    ]
+}
+
+/// Sends hostile message number `which` (to the leader as a follower, to a follower as the
+/// leader), then makes the cluster commit a write on every node (so the message has been
+/// stepped), and says which nodes died.
+fn send_hostile(which: usize) -> Result<&'static str, String> {
+    let mut cluster = TestCluster::start_with(3, &["--cluster-id", "hostile-test"]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let follower = (leader + 1) % 3;
+    let term = cluster.status(leader).unwrap()["term"].as_u64().unwrap();
+    let ids: Vec<String> = cluster.nodes.iter().map(|node| node.id.clone()).collect();
+    let mut name = "";
+    for (target, sender) in [(leader, follower), (follower, leader)] {
+        let (what, message) = hostile_messages(&ids[sender], &ids[target], term).remove(which);
+        name = what;
+        let route = kvstore::transport::Route::of(&message.body);
+        let envelope = kvstore::transport::Envelope {
+            cluster_id: "hostile-test".to_string(),
+            from: ids[sender].clone(),
+            from_client_url: cluster.url(sender),
+            messages: vec![message],
+        };
+        let body = postcard::to_stdvec(&envelope).unwrap();
+        let url = format!("{}{}", cluster.nodes[target].raft_url(), route.path());
+        let answer = http_send("POST", &url, &body);
+        assert!(answer.is_some(), "{what}: no answer");
+    }
+    // A write committed and applied everywhere after the messages were queued.
+    let url = cluster.url(leader);
+    let put = http_send("PUT", &format!("{url}/kv/after"), b"x");
+    if let Some((200, body)) = &put {
+        let revision = serde_json::from_str::<serde_json::Value>(body).unwrap()["revision"]
+            .as_u64()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && (0..3).any(|index| {
+                cluster
+                    .status(index)
+                    .and_then(|status| status["lastApplied"].as_u64())
+                    .is_none_or(|applied| applied < revision)
+            })
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let dead_indexes: Vec<usize> = (0..3)
+        .filter(|&index| !cluster.nodes[index].is_running())
+        .collect();
+    let dead: Vec<String> = dead_indexes
+        .into_iter()
+        .map(|index| {
+            let log = cluster.log(index);
+            let panic = log
+                .lines()
+                .find(|line| line.contains("panicked at") || line.contains("node stopped"))
+                .unwrap_or("")
+                .to_string();
+            format!("{} ({panic})", ids[index])
+        })
+        .collect();
+    if dead.is_empty() {
+        Ok(name)
+    } else {
+        Err(format!("{name}: killed {}", dead.join(", ")))
+    }
+}
+
+/// The hostile messages every node already shrugs off (all but the snapshot offer, 8).
+const SURVIVED: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+
+#[test]
+fn absurd_messages_from_a_member_do_not_crash_a_node() {
+    for which in SURVIVED {
+        send_hostile(which).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "bug: a member's Snapshot offer (meta.index u64::MAX) is restored by the follower \
+            with no data, overflows in RaftLog::restore and stops the node; see the torture report"]
+fn a_snapshot_offer_from_a_member_does_not_crash_a_node() {
+    send_hostile(8).unwrap();
+}
