@@ -55,6 +55,9 @@ struct Cli {
     /// or `netns` (one network namespace per node and iptables DROP rules; needs root).
     #[arg(long, default_value = "switch")]
     network: String,
+    /// Self-check of the harness: read with `?consistency=stale`; such runs should fail.
+    #[arg(long)]
+    stale_reads: bool,
 }
 
 fn main() -> ExitCode {
@@ -137,6 +140,7 @@ fn config(cli: &Cli) -> Result<Config, String> {
     };
     Ok(Config {
         network,
+        stale_reads: cli.stale_reads,
         clients: cli.clients,
         keys: cli.keys,
         faults,

@@ -37,9 +37,10 @@
 //!
 //! - Equal timestamps are treated as concurrent (calls sort before returns), which can only
 //!   accept more histories than strict precedence would, never reject a linearizable one.
-//! - The smallest failing window is found greedily (shortest failing prefix, then the latest
-//!   start that still fails from an arbitrary initial state); it is small, not necessarily
-//!   minimal.
+//! - The smallest failing window is found greedily (the earliest cut time whose history
+//!   fails, with operations still running then relaxed, then the latest start that still
+//!   fails from an arbitrary initial state); it is small and a witness on its own, not
+//!   necessarily minimal.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -239,31 +240,38 @@ fn check_pruned_then_full(operations: &[Operation], steps_max: u64) -> KeyVerdic
     check_key(operations, State::Absent, steps_max)
 }
 
-/// Shrinks a failing key history (sorted by invocation) to a small failing window.
+/// Shrinks a failing key history (sorted by invocation) to a small failing window that is
+/// a witness on its own: if the window is not linearizable, neither is the history.
 fn smallest_window(operations: &[Operation], steps_max: u64) -> Violation {
     let fails = |window: &[Operation], initial| {
         check_key(window, initial, steps_max) == KeyVerdict::Violation
     };
-    // The shortest failing prefix: binary search, then confirm (failure is not strictly
-    // monotone in the prefix length, so fall back to the whole history).
-    let (mut low, mut high) = (1, operations.len());
+    // The earliest cut time T whose history up to T fails (binary search over completion
+    // times; failure is nearly monotone in T, and the result is confirmed).
+    let mut times: Vec<u64> = operations
+        .iter()
+        .filter_map(|operation| operation.complete_ns)
+        .collect();
+    times.sort_unstable();
+    let (mut low, mut high) = (0, times.len());
     while low < high {
         let middle = (low + high) / 2;
-        if fails(&operations[..middle], State::Absent) {
+        if fails(&history_until(operations, times[middle]), State::Absent) {
             high = middle;
         } else {
             low = middle + 1;
         }
     }
-    let end = if fails(&operations[..high], State::Absent) {
-        high
-    } else {
-        operations.len()
+    let prefix = match times.get(high) {
+        Some(&until) if fails(&history_until(operations, until), State::Absent) => {
+            history_until(operations, until)
+        }
+        _ => operations.to_vec(),
     };
     // The latest start that still fails from any state, keeping every earlier operation
     // that may overlap the window (so cutting it off cannot explain the failure away).
-    for start in (1..end).rev() {
-        let window = window_from(&operations[..end], start);
+    for start in (1..prefix.len()).rev() {
+        let window = window_from(&prefix, start);
         if fails(&window, State::Any) {
             return Violation {
                 key: String::new(),
@@ -274,9 +282,30 @@ fn smallest_window(operations: &[Operation], steps_max: u64) -> Violation {
     }
     Violation {
         key: String::new(),
-        window: operations[..end].to_vec(),
+        window: prefix,
         from_any_state: false,
     }
+}
+
+/// The history as it stood at time `until`: operations invoked by then; one still running
+/// then is relaxed (a read dropped, a write made indeterminate), since what it saw may
+/// depend on operations invoked later. A violation here is a violation of the whole history:
+/// everything invoked later can only be linearized after `until`, after every operation
+/// kept determinate.
+fn history_until(operations: &[Operation], until: u64) -> Vec<Operation> {
+    operations
+        .iter()
+        .filter(|operation| operation.invoke_ns <= until)
+        .filter_map(|operation| match operation.complete_ns {
+            Some(done) if done <= until => Some(operation.clone()),
+            _ if operation.input == Input::Read => None,
+            _ => Some(Operation {
+                output: Output::Unknown,
+                complete_ns: None,
+                ..operation.clone()
+            }),
+        })
+        .collect()
 }
 
 /// Operations `start..` plus every earlier one that completes after `start` is invoked.

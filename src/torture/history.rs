@@ -102,12 +102,12 @@ impl fmt::Display for Operation {
             Output::Deleted { existed } => format!("ok existed={existed}"),
             Output::Unknown => "INDETERMINATE".to_string(),
         };
-        let complete = self
-            .complete_ns
-            .map_or("   ...    ".to_string(), |ns| format!("{:>10.3}", ms(ns)));
+        let complete = self.complete_ns.map_or("       ...  ".to_string(), |ns| {
+            format!("{:>10.3}ms", ms(ns))
+        });
         write!(
             f,
-            "[{:>10.3} .. {complete}] c{:<2} {:<8} {input:<22} => {output}",
+            "[{:>10.3}ms .. {complete}] c{:<2} {:<8} {input:<22} => {output}",
             ms(self.invoke_ns),
             self.client,
             self.key

@@ -46,6 +46,9 @@ pub struct Config {
     pub verbose: bool,
     /// How nodes are connected and partitioned.
     pub network: Network,
+    /// Read with `?consistency=stale` instead of linearizably: a self-check of the harness
+    /// (such runs are expected to fail the linearizability check).
+    pub stale_reads: bool,
 }
 
 impl Config {
@@ -62,6 +65,7 @@ impl Config {
             steps_max: checker::STEPS_MAX_DEFAULT,
             verbose: false,
             network: Network::FaultSwitch,
+            stale_reads: false,
         }
     }
 }
@@ -222,6 +226,11 @@ async fn run_on(cluster: &mut Cluster, config: &Config) -> Result<Summary, Strin
         let worker = Worker {
             number,
             client: Client::new(rotated(cluster.urls(), number), torture_options()),
+            readers: cluster
+                .urls()
+                .into_iter()
+                .map(|url| Client::new(vec![url], torture_options()))
+                .collect(),
             rng: Rng::new(
                 config
                     .seed
@@ -232,6 +241,11 @@ async fn run_on(cluster: &mut Cluster, config: &Config) -> Result<Summary, Strin
             values: values.clone(),
             stop: stop.clone(),
             start,
+            consistency: if config.stale_reads {
+                Consistency::Stale
+            } else {
+                Consistency::Linearizable
+            },
         };
         clients.push(tokio::spawn(worker.run()));
     }
@@ -454,12 +468,17 @@ pub fn parse_value(bytes: &[u8]) -> ValueId {
 /// One client: a sequential process issuing random operations until told to stop.
 struct Worker {
     number: usize,
+    /// Writes and some reads: follows the leader.
     client: Client,
+    /// One client per node, for reads served by that node (a follower answers a
+    /// linearizable read through ReadIndex).
+    readers: Vec<Client>,
     rng: Rng,
     keys: Vec<String>,
     values: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     start: Instant,
+    consistency: Consistency,
 }
 
 impl Worker {
@@ -505,6 +524,16 @@ impl Worker {
         (history, failed)
     }
 
+    /// Half the reads go through the leader-following client, half to a random node.
+    fn reader(&mut self) -> &Client {
+        if self.rng.chance(50) {
+            &self.client
+        } else {
+            let index = self.rng.index(self.readers.len());
+            &self.readers[index]
+        }
+    }
+
     fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
@@ -530,20 +559,21 @@ impl Worker {
     }
 
     /// Performs `input`; `None` if it failed without effect (not recorded).
-    async fn perform(&self, key: &str, input: Input) -> Option<Output> {
+    async fn perform(&mut self, key: &str, input: Input) -> Option<Output> {
         let bytes = |value: ValueId| format!("v{value}").into_bytes();
         let written = |result: Result<u64, ClientError>| match result {
             Ok(revision) => Some(Output::Written { revision }),
             Err(ClientError::PreconditionFailed { current }) => Some(Output::CasFailed { current }),
             Err(error) => write_failure(error),
         };
+        let consistency = self.consistency;
         match input {
-            Input::Read => match self.client.get(key, Consistency::Linearizable).await {
-                Ok(read) => Some(Output::Read(
-                    read.map(|read| (parse_value(&read.value), read.revision)),
-                )),
-                Err(_) => None,
-            },
+            Input::Read => {
+                let read = self.reader().get(key, consistency).await;
+                read.ok().map(|read| {
+                    Output::Read(read.map(|read| (parse_value(&read.value), read.revision)))
+                })
+            }
             Input::Write { value } => {
                 written(self.client.put(key, &bytes(value), Condition::None).await)
             }
