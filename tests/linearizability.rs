@@ -437,3 +437,12 @@ fn random_history(rng: &mut Rng, clients: usize, per_client: usize) -> Vec<Opera
     }
     history
 }
+
+/// A long history (10,000 operations on one key, as a one-minute run produces) is decided
+/// within the default budget.
+#[test]
+fn long_histories_fit_the_default_budget() {
+    let history = random_history(&mut Rng::new(99), 4, 2500);
+    let report = checker::check(&history, checker::STEPS_MAX_DEFAULT);
+    assert!(report.is_linearizable(), "{report:?}");
+}

@@ -49,6 +49,10 @@ use super::history::{Input, Operation, Output, ValueId};
 /// The default step budget per key: a few seconds of search at most.
 pub const STEPS_MAX_DEFAULT: u64 = 5_000_000;
 
+/// Memory the memo of one key's search may use; past it the answer is "unknown" (each
+/// entry holds a bit set of the key's operations, so long histories make big entries).
+pub const MEMO_BYTES_MAX: usize = 512 * 1024 * 1024;
+
 /// The register's state as far as the history has revealed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum State {
@@ -428,6 +432,7 @@ pub fn check_key(operations: &[Operation], initial: State, steps_max: u64) -> Ke
         .filter(|operation| !operation.is_indeterminate())
         .count();
     let mut placed = Placed(vec![0; operations.len().div_ceil(64)]);
+    let memo_entries_max = MEMO_BYTES_MAX / (8 * placed.0.len() + 64);
     let mut seen: HashSet<(Placed, State)> = HashSet::new();
     // (call event, state before it)
     let mut stack: Vec<(usize, State)> = Vec::new();
@@ -447,6 +452,9 @@ pub fn check_key(operations: &[Operation], initial: State, steps_max: u64) -> Ke
             let operation = &operations[event.operation];
             if let Some(next) = step(state, operation.input, operation.output) {
                 placed.flip(event.operation);
+                if seen.len() >= memo_entries_max {
+                    return KeyVerdict::Unknown;
+                }
                 if seen.insert((placed.clone(), next)) {
                     stack.push((at, state));
                     state = next;
