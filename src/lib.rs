@@ -28,6 +28,7 @@ pub mod raft;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod torture;
 pub mod transport;
 pub mod wal;
 

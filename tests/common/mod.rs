@@ -103,6 +103,72 @@ impl TestCluster {
         cluster
     }
 
+    /// Like `start_with`, but spawns nothing yet (so a test can prepare a data dir, e.g.
+    /// mount a small tmpfs on it); call `start_all` next.
+    pub fn new_stopped(size: usize, extra_args: &[&str]) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nodes = (1..=size)
+            .map(|number| {
+                let id = format!("n{number}");
+                TestNode {
+                    data_dir: dir.path().join(&id),
+                    log_path: dir.path().join(format!("{id}.log")),
+                    id,
+                    client_port: free_port(),
+                    raft_port: free_port(),
+                    child: None,
+                }
+            })
+            .collect();
+        TestCluster {
+            nodes,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            dir,
+        }
+    }
+
+    /// Spawns every node of a `new_stopped` cluster and waits until each listens.
+    pub fn start_all(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.spawn(index);
+        }
+        for index in 0..self.nodes.len() {
+            self.wait_listening(index);
+        }
+    }
+
+    /// Spawns node `index` without waiting for it to listen (for a node expected to
+    /// refuse to start); see `wait_exit`.
+    pub fn spawn_only(&mut self, index: usize) {
+        assert!(
+            self.nodes[index].child.is_none(),
+            "node {index} is still running"
+        );
+        self.spawn(index);
+    }
+
+    /// Waits up to `timeout` for node `index` to exit by itself; its exit code (None if
+    /// still running at the deadline, or killed by a signal).
+    pub fn wait_exit(&mut self, index: usize, timeout: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.nodes[index].child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.nodes[index].child = None;
+                return Some(status.code());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id of node `index`, if running.
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.nodes[index].child.as_ref().map(Child::id)
+    }
+
     /// The command line of node `index`.
     pub fn command(&self, index: usize) -> Command {
         let node = &self.nodes[index];
@@ -348,6 +414,12 @@ fn signal(pid: u32, name: &str) {
 /// A blocking GET with a short timeout: `(status, body)`, or None if unreachable.
 pub fn http_get(url: &str) -> Option<(u16, String)> {
     blocking(reqwest::Method::GET, url, None)
+}
+
+/// A blocking request with a raw body: `(status, body)`, or None if unreachable.
+pub fn http_send(method: &str, url: &str, body: &[u8]) -> Option<(u16, String)> {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    blocking(method, url, Some(body.to_vec()))
 }
 
 fn http_post_json(url: &str, body: &Value) -> Option<u16> {
