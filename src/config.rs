@@ -80,6 +80,13 @@ pub struct Args {
     /// How long a request may wait for commit or a read index, in milliseconds.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
+    /// Longest wait for a request's headers, idle time on a keep-alive connection included,
+    /// in milliseconds.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_header_timeout_ms: u64,
+    /// Most open HTTP connections per port (lowered to fit the descriptor limit).
+    #[arg(long, env = "HTTP_CONNECTIONS_MAX", default_value_t = 4096)]
+    pub http_connections_max: usize,
     /// Serve the test-only fault switch `POST /test/partition` on the raft port. Never in
     /// production: anyone who can reach the raft port could partition the node.
     #[arg(long, env = "KVSTORE_TEST_FAULTS", hide = true)]
@@ -97,6 +104,8 @@ pub struct Resolved {
     pub raft_addr: SocketAddr,
     /// Client API limits.
     pub limits: Limits,
+    /// Per-connection limits of both ports.
+    pub serve: crate::server::ServeLimits,
 }
 
 /// Resolves arguments (and the few environment variables that have no flag) into a
@@ -167,11 +176,21 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         ..Limits::default()
     };
+    if args.http_header_timeout_ms == 0 || args.http_connections_max == 0 {
+        return Err(
+            "--http-header-timeout-ms and --http-connections-max must be at least 1".into(),
+        );
+    }
+    let serve = crate::server::ServeLimits {
+        header_read_timeout: Duration::from_millis(args.http_header_timeout_ms),
+        connections_max: args.http_connections_max,
+    };
     Ok(Resolved {
         node,
         client_addr,
         raft_addr,
         limits,
+        serve,
     })
 }
 

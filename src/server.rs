@@ -47,12 +47,42 @@ pub struct ServeLimits {
 
 impl Default for ServeLimits {
     fn default() -> Self {
-        // 60 s: three times the clients' idle pool timeout; 4,096 connections: well under the
-        // usual 65,536-descriptor limit, with room for the WAL, snapshots and peer clients.
+        // 30 s: hyper's own default, half again the clients' idle pool timeout; 4,096
+        // connections per port: well under the usual 65,536-descriptor limit, with room for
+        // the WAL, snapshots and peer clients (and see `clamp_to_descriptors`).
         ServeLimits {
-            header_read_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
             connections_max: 4096,
         }
+    }
+}
+
+/// Descriptors kept free for everything that is not a client connection: WAL segments,
+/// snapshots, peer connections, the listeners.
+const DESCRIPTORS_RESERVED: u64 = 256;
+
+impl ServeLimits {
+    /// Lowers `connections_max` so that `ports` listeners at their cap cannot use up the
+    /// process's descriptor limit (`RLIMIT_NOFILE`), keeping [`DESCRIPTORS_RESERVED`] free.
+    pub fn clamp_to_descriptors(mut self, ports: u64) -> ServeLimits {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return self;
+        }
+        let usable = (limit.rlim_cur as u64).saturating_sub(DESCRIPTORS_RESERVED) / ports.max(1);
+        if (self.connections_max as u64) > usable {
+            tracing::warn!(
+                descriptors = limit.rlim_cur,
+                connections_max = usable,
+                "lowering the connection cap to fit the descriptor limit"
+            );
+            self.connections_max = usable.max(1) as usize;
+        }
+        self
     }
 }
 

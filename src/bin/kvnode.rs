@@ -67,13 +67,14 @@ async fn run(resolved: config::Resolved, test_faults: bool) -> Result<(), String
     );
     let client_router = api::router(handle.clone(), resolved.limits.clone());
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let serve_limits = resolved.serve.clamp_to_descriptors(2);
     let serve = |listener: TcpListener, router: axum::Router| {
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let stopped = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
-            server::serve(listener, router, server::ServeLimits::default(), stopped).await
+            server::serve(listener, router, serve_limits, stopped).await
         })
     };
     let client_server = serve(client_listener, client_router);
