@@ -7,7 +7,8 @@
 #
 # Every write is fsync'd on a majority as always; the only difference from
 # deploy/local-cluster.sh is that the per-request access log is at WARN
-# (RUST_LOG=info,kvstore::access=warn) unless KVSTORE_BENCH_LOG is set.
+# (RUST_LOG=info,kvstore::access=warn) unless KVSTORE_BENCH_LOG is set. KVNODE picks the binary
+# (default target/release/kvnode), e.g. a saved copy of the previous build for an A/B run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmd=${1:?start|stop}
@@ -24,7 +25,7 @@ start)
       [ "$j" = "$i" ] && continue
       peers+="${peers:+,}${ids[$j]}=http://127.0.0.1:$((base + j + 1 + 1000))"
     done
-    RUST_LOG=${KVSTORE_BENCH_LOG:-info,kvstore::access=warn} target/release/kvnode \
+    RUST_LOG=${KVSTORE_BENCH_LOG:-info,kvstore::access=warn} "${KVNODE:-target/release/kvnode}" \
       --id "${ids[$i]}" --addr "127.0.0.1:$((base + i + 1))" \
       --raft-addr "127.0.0.1:$((base + i + 1 + 1000))" --peers "$peers" \
       --data "$dir/${ids[$i]}" > "$dir/${ids[$i]}.log" 2>&1 &

@@ -599,7 +599,7 @@ impl Worker {
                 json!({"key": base64(key.as_bytes()), "value": base64(&self.value)}).to_string(),
             ),
         };
-        self.finish(request).await
+        self.finish(request, false).await
     }
 
     async fn read(&self, key: &str) -> Outcome {
@@ -614,10 +614,10 @@ impl Worker {
                 .post(format!("{}/v3/kv/range", self.reads))
                 .body(json!({"key": base64(key.as_bytes()), "serializable": stale}).to_string()),
         };
-        self.finish(request).await
+        self.finish(request, true).await
     }
 
-    async fn finish(&self, request: reqwest::RequestBuilder) -> Outcome {
+    async fn finish(&self, request: reqwest::RequestBuilder, is_read: bool) -> Outcome {
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => return Outcome::Failed(error_kind(&error).into()),
@@ -627,14 +627,14 @@ impl Worker {
             Ok(body) => body,
             Err(error) => return Outcome::Failed(error_kind(&error).into()),
         };
-        classify(self.args.target, status, &body)
+        classify(self.args.target, is_read, status, &body)
     }
 }
 
 /// Turns an answer into an outcome (see the module doc).
-fn classify(target: Target, status: StatusCode, body: &[u8]) -> Outcome {
+fn classify(target: Target, is_read: bool, status: StatusCode, body: &[u8]) -> Outcome {
     if status.is_success() {
-        if target == Target::Etcd && body.starts_with(b"{\"header\"") && is_empty_range(body) {
+        if target == Target::Etcd && is_read && is_empty_range(body) {
             return Outcome::NotFound;
         }
         return Outcome::Ok;
@@ -720,26 +720,27 @@ mod tests {
     #[test]
     fn classifies_answers() {
         assert!(matches!(
-            classify(Target::Kvstore, StatusCode::OK, b"{}"),
+            classify(Target::Kvstore, false, StatusCode::OK, b"{}"),
             Outcome::Ok
         ));
         assert!(matches!(
-            classify(Target::Kvstore, StatusCode::NOT_FOUND, b"{}"),
+            classify(Target::Kvstore, false, StatusCode::NOT_FOUND, b"{}"),
             Outcome::NotFound
         ));
         let hinted = br#"{"ok":false,"error":"not_leader","leader":"http://b:2/"}"#;
         assert!(matches!(
-            classify(Target::Kvstore, StatusCode::CONFLICT, hinted),
+            classify(Target::Kvstore, false, StatusCode::CONFLICT, hinted),
             Outcome::Redirect(_, leader) if leader == "http://b:2"
         ));
         let unavailable = br#"{"ok":false,"error":"unavailable"}"#;
         assert!(matches!(
-            classify(Target::Kvstore, StatusCode::SERVICE_UNAVAILABLE, unavailable),
+            classify(Target::Kvstore, false, StatusCode::SERVICE_UNAVAILABLE, unavailable),
             Outcome::Failed(kind) if kind == "http_503_unavailable"
         ));
         assert!(matches!(
             classify(
                 Target::Etcd,
+                true,
                 StatusCode::OK,
                 br#"{"header":{"revision":"3"}}"#
             ),
@@ -748,6 +749,16 @@ mod tests {
         assert!(matches!(
             classify(
                 Target::Etcd,
+                false,
+                StatusCode::OK,
+                br#"{"header":{"revision":"3"}}"#
+            ),
+            Outcome::Ok
+        ));
+        assert!(matches!(
+            classify(
+                Target::Etcd,
+                true,
                 StatusCode::OK,
                 br#"{"header":{},"kvs":[{}],"count":"1"}"#
             ),
