@@ -7,7 +7,8 @@
 #   e.g. cp target/release/kvnode /tmp/kvnode-before; (edit, build)
 #        scripts/bench-ab.sh /tmp/kvnode-before target/release/kvnode 5 5 -- --clients 64
 #
-# KVSTORE_BENCH_LOG is passed to both clusters (see scripts/bench-cluster.sh).
+# KVSTORE_BENCH_LOG is passed to both clusters (see scripts/bench-cluster.sh); LOG_A and LOG_B
+# override it for one side, e.g. LOG_B=info to measure the access log with one binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a=${1:?kvnode A}
@@ -17,8 +18,8 @@ seconds=${4:-5}
 shift 4
 [ "${1:-}" = "--" ] && shift
 out=$(mktemp -d /tmp/kvstore-ab.XXXXXX)
-seeds_a=$(KVNODE=$a scripts/bench-cluster.sh start "$out/a" 18280)
-seeds_b=$(KVNODE=$b scripts/bench-cluster.sh start "$out/b" 18380)
+seeds_a=$(KVSTORE_BENCH_LOG=${LOG_A:-${KVSTORE_BENCH_LOG:-}} KVNODE=$a scripts/bench-cluster.sh start "$out/a" 18280)
+seeds_b=$(KVSTORE_BENCH_LOG=${LOG_B:-${KVSTORE_BENCH_LOG:-}} KVNODE=$b scripts/bench-cluster.sh start "$out/b" 18380)
 trap 'scripts/bench-cluster.sh stop "$out/a"; scripts/bench-cluster.sh stop "$out/b"' EXIT
 run() { # label seeds
   target/release/kvctl --seeds "$2" --json bench --duration "$seconds" "${@:3}" |
