@@ -11,7 +11,7 @@ use super::{Event, NodeStatus};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::raft::{Entry, Index, Message, NodeId, Raft, ReadState, Role, Term};
+use crate::raft::{Entry, HardState, Index, Message, NodeId, Raft, ReadState, Role, Term};
 use crate::snapshot::SnapshotDir;
 use crate::store::{Outcome, Store};
 use crate::transport::{Peers, SnapshotReceiver};
@@ -63,6 +63,9 @@ pub(super) struct Driver {
     /// Reads whose index is known, waiting for apply to reach it.
     reads_confirmed: Vec<(Index, oneshot::Sender<Result<()>>)>,
     next_read_context: u64,
+    /// A hard state newer than the WAL's only in its commit index, not yet written (see
+    /// [`Driver::hard_state_to_save`]).
+    commit_unsaved: Option<HardState>,
     next_tick: Instant,
     leader: Option<NodeId>,
     shutdown: bool,
@@ -79,6 +82,7 @@ impl Driver {
             reads_requested: HashMap::new(),
             reads_confirmed: Vec::new(),
             next_read_context: 1,
+            commit_unsaved: None,
             next_tick,
             leader: None,
             shutdown: false,
@@ -213,11 +217,11 @@ impl Driver {
         if let Some(meta) = &ready.snapshot {
             self.install_snapshot(meta)?;
         }
-        if ready.hard_state.is_some() || !ready.entries.is_empty() {
+        let must_save = !ready.entries.is_empty() || ready.snapshot.is_some();
+        let hard_state = self.hard_state_to_save(ready.hard_state, must_save);
+        if hard_state.is_some() || !ready.entries.is_empty() {
             let started = Instant::now();
-            self.parts
-                .wal
-                .save(ready.hard_state.as_ref(), &ready.entries)?;
+            self.parts.wal.save(hard_state.as_ref(), &ready.entries)?;
             self.parts
                 .metrics
                 .wal_fsync_seconds
@@ -234,6 +238,32 @@ impl Driver {
         self.apply(ready.committed_entries);
         self.confirm_reads(ready.read_states, ready.aborted_reads);
         Ok(())
+    }
+
+    /// The hard state to write with this ready's entries, if any. A change of the commit
+    /// index alone does not get a write and an fdatasync of its own: the persisted commit
+    /// may lag the true one (see [`HardState::commit`]), so it is held back and written
+    /// with the next save that happens anyway, like etcd's `MustSync`. A new term or vote
+    /// is saved at once, before the messages that depend on it.
+    fn hard_state_to_save(
+        &mut self,
+        ready: Option<HardState>,
+        must_save: bool,
+    ) -> Option<HardState> {
+        let Some(state) = ready else {
+            return if must_save {
+                self.commit_unsaved.take()
+            } else {
+                None
+            };
+        };
+        let saved = self.parts.wal.hard_state();
+        if must_save || state.term != saved.term || state.vote != saved.vote {
+            self.commit_unsaved = None;
+            return Some(state);
+        }
+        self.commit_unsaved = Some(state);
+        None
     }
 
     fn send(&self, messages: Vec<Message>) {
