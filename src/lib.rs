@@ -11,6 +11,7 @@
 //! - [`transport`]: peer RPC on the raft port;
 //! - [`api`]: the client HTTP API;
 //! - [`client`]: the Rust client used by `kvctl`, tests and benchmarks;
+//! - [`bench`](mod@bench): the load generator of `kvctl bench` and `benches/cluster.rs`;
 //! - [`config`]: `kvnode`'s flags and environment;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`error`]: the crate's error type.
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod datadir;

@@ -63,7 +63,7 @@ const DESCRIPTORS_RESERVED: u64 = 256;
 
 impl ServeLimits {
     /// Lowers `connections_max` so that `ports` listeners at their cap cannot use up the
-    /// process's descriptor limit (`RLIMIT_NOFILE`), keeping [`DESCRIPTORS_RESERVED`] free.
+    /// process's descriptor limit (`RLIMIT_NOFILE`), keeping `DESCRIPTORS_RESERVED` (256) free.
     pub fn clamp_to_descriptors(mut self, ports: u64) -> ServeLimits {
         let mut limit = libc::rlimit {
             rlim_cur: 0,
@@ -73,7 +73,7 @@ impl ServeLimits {
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
             return self;
         }
-        let usable = (limit.rlim_cur as u64).saturating_sub(DESCRIPTORS_RESERVED) / ports.max(1);
+        let usable = limit.rlim_cur.saturating_sub(DESCRIPTORS_RESERVED) / ports.max(1);
         if (self.connections_max as u64) > usable {
             tracing::warn!(
                 descriptors = limit.rlim_cur,

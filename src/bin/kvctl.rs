@@ -88,6 +88,8 @@ enum Command {
     },
     /// The current leader.
     Leader,
+    /// Load the cluster and report throughput and latency (see `kvstore::bench`).
+    Bench(kvstore::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -193,6 +195,10 @@ async fn run(cli: &Cli) -> Result<String, String> {
                 .clone()
                 .map_or_else(|| client.seeds().to_vec(), |node| vec![node]);
             snapshot(&client, &targets, cli.json).await
+        }
+        Command::Bench(args) => {
+            let report = kvstore::bench::run(&cli.seeds, args, !cli.json).await?;
+            Ok(output(cli.json, report.json(), report.text()))
         }
         Command::Leader => {
             let (id, url) = client.leader().await.map_err(text)?;

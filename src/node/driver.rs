@@ -56,8 +56,6 @@ pub(super) struct Driver {
     pub(super) snapshots: SnapshotState,
     /// Proposals by log index.
     proposals: BTreeMap<Index, Proposal>,
-    /// A hard state whose only change (the commit index) was not written yet.
-    commit_unsaved: Option<HardState>,
     /// Answers to proposals applied in this iteration, sent after the status is published.
     replies: Vec<(oneshot::Sender<Result<Outcome>>, Result<Outcome>)>,
     /// Read requests handed to the core, by context.
@@ -65,6 +63,9 @@ pub(super) struct Driver {
     /// Reads whose index is known, waiting for apply to reach it.
     reads_confirmed: Vec<(Index, oneshot::Sender<Result<()>>)>,
     next_read_context: u64,
+    /// A hard state newer than the WAL's only in its commit index, not yet written (see
+    /// [`Driver::hard_state_to_save`]).
+    commit_unsaved: Option<HardState>,
     next_tick: Instant,
     leader: Option<NodeId>,
     shutdown: bool,
@@ -78,10 +79,10 @@ impl Driver {
             snapshots,
             proposals: BTreeMap::new(),
             replies: Vec::new(),
-            commit_unsaved: None,
             reads_requested: HashMap::new(),
             reads_confirmed: Vec::new(),
             next_read_context: 1,
+            commit_unsaved: None,
             next_tick,
             leader: None,
             shutdown: false,
@@ -216,7 +217,8 @@ impl Driver {
         if let Some(meta) = &ready.snapshot {
             self.install_snapshot(meta)?;
         }
-        let hard_state = self.hard_state_to_save(ready.hard_state, ready.entries.is_empty());
+        let must_save = !ready.entries.is_empty() || ready.snapshot.is_some();
+        let hard_state = self.hard_state_to_save(ready.hard_state, must_save);
         if hard_state.is_some() || !ready.entries.is_empty() {
             let started = Instant::now();
             self.parts.wal.save(hard_state.as_ref(), &ready.entries)?;
@@ -238,31 +240,30 @@ impl Driver {
         Ok(())
     }
 
-    /// The hard state to write with this ready's entries. Raft needs the term and the vote
-    /// durable before anything that depends on them is sent; the commit index may lag (the
-    /// core re-learns it after a restart). So a change of the commit index alone is not worth
-    /// an fsync of its own: it waits and rides along with the next write of entries, term or
-    /// vote. Without this, every batch of writes would cost two fsyncs: one for its entries,
-    /// one for the commit index that advanced when they were acknowledged.
+    /// The hard state to write with this ready's entries, if any. A change of the commit
+    /// index alone does not get a write and an fdatasync of its own: the persisted commit
+    /// may lag the true one (see [`HardState::commit`]), so it is held back and written
+    /// with the next save that happens anyway, like etcd's `MustSync`. A new term or vote
+    /// is saved at once, before the messages that depend on it.
     fn hard_state_to_save(
         &mut self,
-        changed: Option<HardState>,
-        no_entries: bool,
+        ready: Option<HardState>,
+        must_save: bool,
     ) -> Option<HardState> {
-        let Some(hard_state) = changed else {
-            return if no_entries {
-                None
-            } else {
+        let Some(state) = ready else {
+            return if must_save {
                 self.commit_unsaved.take()
+            } else {
+                None
             };
         };
         let saved = self.parts.wal.hard_state();
-        if no_entries && hard_state.term == saved.term && hard_state.vote == saved.vote {
-            self.commit_unsaved = Some(hard_state);
-            return None;
+        if must_save || state.term != saved.term || state.vote != saved.vote {
+            self.commit_unsaved = None;
+            return Some(state);
         }
-        self.commit_unsaved = None;
-        Some(hard_state)
+        self.commit_unsaved = Some(state);
+        None
     }
 
     fn send(&self, messages: Vec<Message>) {

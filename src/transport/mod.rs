@@ -265,7 +265,7 @@ impl Peers {
     }
 
     /// Streams the snapshot `info` to the recipient of `message` (the raft core's `Snapshot`
-    /// message) in the background, then delivers the message; see [`snapshot`]. Does nothing
+    /// message) in the background, then delivers the message (protocol: `transport/snapshot.rs`). Does nothing
     /// if a stream to that peer is already running.
     pub fn stream_snapshot(&self, message: Message, info: SnapshotInfo) {
         let peer = message.to.clone();

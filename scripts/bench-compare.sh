@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# kvstore vs etcd 3.4 vs a do-nothing axum server, measured in one run, interleaved.
+#
+#   scripts/bench-compare.sh [ROUNDS=3] [SECONDS=5] [OUT_DIR=/tmp/kvstore-bench-compare]
+#
+# Starts the three servers side by side (a 3-node kvstore cluster from target/release,
+# a 3-member etcd cluster with its default fsync, examples/ceiling), then ROUNDS times runs
+# each scenario against each target back to back, so every target sees the same machine
+# moments: one client puts; 64 client puts; 64 client linearizable reads. Each scenario
+# runs with `kvctl bench` and, for the 64-client ones, with `wrk -t1` too (the Rust load
+# generator saturates below the ceiling server on 2 cores; wrk does not). Prints a table of
+# medians over the rounds and the ratios; raw results in OUT_DIR/results.jsonl.
+# 16 B keys, 100 B values, 1000 keys. Build first: cargo build --release --bins --example ceiling
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-5}
+out=${3:-/tmp/kvstore-bench-compare}
+rm -rf "$out"
+mkdir -p "$out"
+results="$out/results.jsonl"
+kvctl=target/release/kvctl
+
+kv=$(scripts/bench-cluster.sh start "$out/kvstore" 18180)
+etcd=$(scripts/bench-etcd.sh start "$out/etcd" 12470)
+target/release/examples/ceiling 127.0.0.1:18190 2> "$out/ceiling.log" &
+ceiling_pid=$!
+cleanup() {
+  kill "$ceiling_pid" 2>/dev/null || true
+  scripts/bench-cluster.sh stop "$out/kvstore"
+  scripts/bench-etcd.sh stop "$out/etcd"
+}
+trap cleanup EXIT
+sleep 1
+kv_leader=$($kvctl --seeds "$kv" --json leader | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
+etcd_leader=""
+for url in ${etcd//,/ }; do
+  if ETCDCTL_API=3 etcdctl --endpoints "$url" endpoint status | grep -q ", true,"; then etcd_leader=$url; fi
+done
+echo "kvstore leader $kv_leader; etcd leader $etcd_leader; ceiling http://127.0.0.1:18190" >&2
+
+# seeds, target flag per target name
+seeds_of() { case $1 in kvstore) echo "$kv" ;; etcd) echo "$etcd" ;; ceiling) echo http://127.0.0.1:18190 ;; esac; }
+mode_of() { case $1 in kvstore) echo kvstore ;; etcd) echo etcd ;; ceiling) echo direct ;; esac; }
+url_of() { case $1 in kvstore) echo "$kv_leader" ;; etcd) echo "$etcd_leader" ;; ceiling) echo http://127.0.0.1:18190 ;; esac; }
+lua_of() { # target op
+  case $1 in etcd) echo "scripts/wrk/etcd-$2.lua" ;; *) echo "scripts/wrk/kv-$2.lua" ;; esac
+}
+
+run_kvctl() { # round scenario target clients read_ratio
+  local json
+  json=$($kvctl --seeds "$(seeds_of "$3")" --json bench --target "$(mode_of "$3")" \
+    --clients "$4" --duration "$seconds" --keys 1000 --read-ratio "$5")
+  python3 -c 'import json,sys
+r=json.loads(sys.argv[4]); l=r["latencyMs"]
+print(json.dumps({"round":int(sys.argv[1]),"scenario":sys.argv[2],"target":sys.argv[3],"tool":"kvctl",
+  "throughput":r["throughputPerSecond"],"p50":l["p50"],"p99":l["p99"],"errors":r["errorsTotal"]}))' \
+    "$1" "$2" "$3" "$json" >> "$results"
+}
+
+run_wrk() { # round scenario target op
+  local text
+  text=$(wrk -t1 -c64 -d"${seconds}s" --latency -s "$(lua_of "$3" "$4")" "$(url_of "$3")")
+  python3 -c 'import json,re,sys
+t=sys.argv[4]
+def ms(s):
+    v=float(re.match(r"[\d.]+",s).group()); u=s[len(re.match(r"[\d.]+",s).group()):]
+    return v*{"us":0.001,"ms":1,"s":1000}[u]
+rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
+p50=ms(re.search(r"50%\s+(\S+)",t).group(1)); p99=ms(re.search(r"99%\s+(\S+)",t).group(1))
+bad=re.search(r"Non-2xx or 3xx responses: (\d+)",t); err=re.search(r"Socket errors: (.*)",t)
+print(json.dumps({"round":int(sys.argv[1]),"scenario":sys.argv[2],"target":sys.argv[3],"tool":"wrk",
+  "throughput":rps,"p50":p50,"p99":p99,"errors":int(bad.group(1)) if bad else 0,"socket":err.group(1) if err else ""}))' \
+    "$1" "$2" "$3" "$text" >> "$results"
+}
+
+for round in $(seq "$rounds"); do
+  for target in kvstore etcd ceiling; do
+    echo "round $round: $target" >&2
+    run_kvctl "$round" put-1 "$target" 1 0
+    run_kvctl "$round" put-64 "$target" 64 0
+    run_wrk "$round" put-64 "$target" put
+    run_kvctl "$round" read-64 "$target" 64 1
+    run_wrk "$round" read-64 "$target" get
+  done
+done
+
+python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+def med(scenario, target, tool, field):
+    values = [r[field] for r in rows if (r["scenario"], r["target"], r["tool"]) == (scenario, target, tool)]
+    return statistics.median(values) if values else float("nan")
+print(f"{'scenario':<10} {'tool':<6} {'metric':<12} {'kvstore':>10} {'etcd':>10} {'ceiling':>10} {'kv/etcd':>8} {'kv/ceil':>8}")
+for scenario, tools, metrics in [("put-1", ["kvctl"], ["p50", "throughput"]),
+                                 ("put-64", ["kvctl", "wrk"], ["throughput", "p99"]),
+                                 ("read-64", ["kvctl", "wrk"], ["throughput", "p99"])]:
+    for tool in tools:
+        for metric in metrics:
+            kv, et, ce = (med(scenario, t, tool, metric) for t in ("kvstore", "etcd", "ceiling"))
+            print(f"{scenario:<10} {tool:<6} {metric:<12} {kv:>10.2f} {et:>10.2f} {ce:>10.2f} {kv/et:>8.2f} {kv/ce:>8.3f}")
+errors = sum(r["errors"] for r in rows)
+print(f"errors in all runs: {errors}; rounds: {max(r['round'] for r in rows)}")
+PY

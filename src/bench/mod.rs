@@ -1,0 +1,788 @@
+//! The load generator behind `kvctl bench` and `benches/cluster.rs`.
+//!
+//! # What it does
+//!
+//! `clients` workers run concurrently on the caller's tokio runtime. Each has its own HTTP
+//! client with one kept-alive connection per node (`TCP_NODELAY`), and issues one request
+//! at a time, closed loop: the next request leaves when the answer to the previous one has
+//! been read completely. A request is a read with probability `read_ratio`, else a put of a
+//! `value_size`-byte value; its key is drawn uniformly from `keys` keys of `key_size`
+//! bytes (`k000…0042`), by a per-worker seeded generator so runs are repeatable.
+//!
+//! The run stops after `duration` or after `requests` requests in all (shared ticket
+//! counter). Latencies of successful requests go into HDR histograms (microseconds, 3
+//! significant digits), one for puts and one for reads, merged at the end; failures are
+//! counted by kind (`connect`, `timeout`, `io`, `http_<status>_<code>`, `not_leader`).
+//!
+//! # Where requests go
+//!
+//! - [`Target::Kvstore`]: the leader is found once (`GET /raft/leader` on the seeds).
+//!   Puts go straight to it. Reads go to the leader too (`--read-from leader`, the default:
+//!   a linearizable read on a follower costs a forwarded ReadIndex round), or, with
+//!   `--read-from any`, worker `i` reads from seed `i mod seeds`. A `409 not_leader` with
+//!   a hint is counted as an error and the worker follows the hint.
+//! - [`Target::Direct`]: everything to the first seed, no discovery (for the do-nothing
+//!   server of `examples/ceiling.rs`, which serves the same `/kv/{key}` routes).
+//! - [`Target::Etcd`]: etcd v3's JSON gateway: `POST /v3/kv/put` and `POST /v3/kv/range`
+//!   with base64 keys and values (`"serializable":true` for stale reads); the leader is
+//!   found through `POST /v3/maintenance/status` on each seed.
+//!
+//! A read of a key never written answers `404` (kvstore) or an empty range (etcd): it is a
+//! successful read, counted in `notFound`.
+//!
+//! # Reference numbers
+//!
+//! `scripts/bench-compare.sh 3 5` on the development machine (2 vCPU AMD EPYC, 23 GiB,
+//! virtio disk, Linux 6.18; shared with other builds, load average 6-7), commit 8f12869:
+//! a 3-node kvstore cluster, a 3-member etcd 3.4.23 cluster (default fsync) and
+//! `examples/ceiling.rs` side by side, each scenario against each in turn, medians of 3
+//! rounds of 5 s; 16 B keys, 100 B values, 1000 keys, access log off.
+//!
+//! | scenario | tool | kvstore | etcd | ceiling | kvstore/etcd | kvstore/ceiling |
+//! | --- | --- | --- | --- | --- | --- | --- |
+//! | 1 client put, p50 | kvctl | 1.27 ms | 1.27 ms | 0.04 ms | 1.00 | |
+//! | 64 clients put, throughput | wrk | 11,724/s | 4,533/s | 41,004/s | 2.59 | 0.29 |
+//! | 64 clients put, p99 | wrk | 11.1 ms | 33.8 ms | 9.2 ms | 0.33 | |
+//! | 64 clients put, throughput | kvctl | 9,965/s | 4,193/s | 36,339/s | 2.38 | 0.27 |
+//! | 64 clients linearizable read | wrk | 20,474/s | 6,114/s | 51,649/s | 3.35 | 0.40 |
+//! | 64 clients linearizable read | kvctl | 19,585/s | 5,963/s | 41,594/s | 3.28 | 0.47 |
+//!
+//! The load generator here is single-threaded like `wrk -t1`; it saturates below `wrk`
+//! against the ceiling server, so quote ceiling ratios from the `wrk` rows.
+//!
+//! # Implementation caveats
+//!
+//! - Closed loop: the offered load adapts to the server, so latencies under overload are
+//!   understated (coordinated omission). Fine for comparing stores under the same load.
+//! - The generator shares the machine with the cluster; on 2 cores compare ratios measured
+//!   in one run, not absolute numbers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Slowest latency the histograms record exactly; slower requests are clamped to it.
+const LATENCY_US_MAX: u64 = 60_000_000;
+
+/// Largest number of concurrent workers: each holds connections to every node.
+pub const CLIENTS_MAX: usize = 4096;
+
+/// What to load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// A kvstore cluster: find the leader, `/kv/{key}` routes.
+    Kvstore,
+    /// Any server with kvstore's `/kv/{key}` routes, at the first seed; no discovery.
+    Direct,
+    /// An etcd v3 cluster through its JSON gateway.
+    Etcd,
+}
+
+/// Read consistency of the generated reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadConsistency {
+    /// ReadIndex (kvstore) or a quorum read (etcd).
+    Linearizable,
+    /// The contacted node's local state (etcd: serializable).
+    Stale,
+}
+
+/// Which nodes serve reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadFrom {
+    /// The leader.
+    Leader,
+    /// Worker `i` reads from seed `i mod seeds`.
+    Any,
+}
+
+/// `kvctl bench` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Concurrent clients (each one request at a time).
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Run for this many seconds.
+    #[arg(long, default_value_t = 10.0, conflicts_with = "requests")]
+    pub duration: f64,
+    /// Stop after this many requests in all (instead of --duration).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Key length in bytes.
+    #[arg(long, default_value_t = 16)]
+    pub key_size: usize,
+    /// Value length in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Size of the key space keys are drawn from (uniformly).
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Fraction of requests that are reads, 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0)]
+    pub read_ratio: f64,
+    /// Consistency of the reads.
+    #[arg(long, value_enum, default_value_t = ReadConsistency::Linearizable)]
+    pub consistency: ReadConsistency,
+    /// Which nodes serve reads.
+    #[arg(long, value_enum, default_value_t = ReadFrom::Leader)]
+    pub read_from: ReadFrom,
+    /// What kind of server the seeds are.
+    #[arg(long, value_enum, default_value_t = Target::Kvstore)]
+    pub target: Target,
+    /// Seed of the key generators.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        BenchArgs {
+            clients: 16,
+            duration: 10.0,
+            requests: None,
+            key_size: 16,
+            value_size: 100,
+            keys: 10_000,
+            read_ratio: 0.0,
+            consistency: ReadConsistency::Linearizable,
+            read_from: ReadFrom::Leader,
+            target: Target::Kvstore,
+            seed: 1,
+        }
+    }
+}
+
+impl BenchArgs {
+    fn check(&self) -> Result<(), String> {
+        if self.clients == 0 || self.clients > CLIENTS_MAX {
+            return Err(format!("--clients must be between 1 and {CLIENTS_MAX}"));
+        }
+        if self.requests.is_none() && !(self.duration.is_finite() && self.duration > 0.0) {
+            return Err("--duration must be a positive number of seconds".into());
+        }
+        if !(0.0..=1.0).contains(&self.read_ratio) {
+            return Err("--read-ratio must be between 0 and 1".into());
+        }
+        if self.keys == 0 || self.key_size < 2 {
+            return Err("--keys must be positive and --key-size at least 2".into());
+        }
+        Ok(())
+    }
+}
+
+/// Latencies of one kind of request.
+#[derive(Clone)]
+pub struct Latencies {
+    histogram: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Latencies {
+        Latencies {
+            histogram: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
+                .expect("valid histogram bounds"),
+        }
+    }
+
+    fn record(&mut self, elapsed: Duration) {
+        let micros = (elapsed.as_micros() as u64).clamp(1, LATENCY_US_MAX);
+        self.histogram.saturating_record(micros);
+    }
+
+    fn merge(&mut self, other: &Latencies) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("histograms with the same bounds merge");
+    }
+
+    /// Successful requests recorded.
+    pub fn count(&self) -> u64 {
+        self.histogram.len()
+    }
+
+    /// The latency at quantile `q` (0.0..=1.0).
+    pub fn quantile(&self, q: f64) -> Duration {
+        Duration::from_micros(self.histogram.value_at_quantile(q))
+    }
+
+    /// The slowest recorded latency.
+    pub fn max(&self) -> Duration {
+        Duration::from_micros(self.histogram.max())
+    }
+
+    fn json(&self) -> Value {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        json!({
+            "count": self.count(),
+            "latencyMs": {
+                "mean": self.histogram.mean() / 1000.0,
+                "p50": ms(self.histogram.value_at_quantile(0.5)),
+                "p90": ms(self.histogram.value_at_quantile(0.9)),
+                "p99": ms(self.histogram.value_at_quantile(0.99)),
+                "p999": ms(self.histogram.value_at_quantile(0.999)),
+                "max": ms(self.histogram.max()),
+            }
+        })
+    }
+}
+
+/// The outcome of a run.
+#[derive(Clone)]
+pub struct Report {
+    /// The options it ran with.
+    pub args: BenchArgs,
+    /// Wall time from the first request to the last answer.
+    pub elapsed: Duration,
+    /// All successful requests.
+    pub all: Latencies,
+    /// Successful puts.
+    pub puts: Latencies,
+    /// Successful reads.
+    pub reads: Latencies,
+    /// Reads of absent keys (successful, also in `reads`).
+    pub not_found: u64,
+    /// Failed requests by kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    /// Failed requests in all.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Successful requests per second.
+    pub fn throughput_per_second(&self) -> f64 {
+        self.all.count() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The report as JSON (the `--json` output of `kvctl bench`).
+    pub fn json(&self) -> Value {
+        let args = &self.args;
+        json!({
+            "target": format!("{:?}", args.target).to_lowercase(),
+            "clients": args.clients,
+            "keySize": args.key_size,
+            "valueSize": args.value_size,
+            "keys": args.keys,
+            "readRatio": args.read_ratio,
+            "consistency": format!("{:?}", args.consistency).to_lowercase(),
+            "durationSeconds": self.elapsed.as_secs_f64(),
+            "requests": self.all.count() + self.errors_total(),
+            "ok": self.all.count(),
+            "throughputPerSecond": self.throughput_per_second(),
+            "latencyMs": self.all.json()["latencyMs"].clone(),
+            "puts": self.puts.json(),
+            "reads": self.reads.json(),
+            "notFound": self.not_found,
+            "errorsTotal": self.errors_total(),
+            "errors": self.errors,
+        })
+    }
+
+    /// The report for people.
+    pub fn text(&self) -> String {
+        let mut text = format!(
+            "{} requests ok, {} failed in {:.2} s: {:.0} requests/s ({} clients, {:?})\n",
+            self.all.count(),
+            self.errors_total(),
+            self.elapsed.as_secs_f64(),
+            self.throughput_per_second(),
+            self.args.clients,
+            self.args.target,
+        );
+        text.push_str(&format!(
+            "{:<6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}   (ms)\n",
+            "", "count", "p50", "p90", "p99", "p99.9", "max"
+        ));
+        for (name, latencies) in [
+            ("all", &self.all),
+            ("put", &self.puts),
+            ("read", &self.reads),
+        ] {
+            if latencies.count() == 0 {
+                continue;
+            }
+            let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+            text.push_str(&format!(
+                "{name:<6} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}\n",
+                latencies.count(),
+                ms(latencies.quantile(0.5)),
+                ms(latencies.quantile(0.9)),
+                ms(latencies.quantile(0.99)),
+                ms(latencies.quantile(0.999)),
+                ms(latencies.max()),
+            ));
+        }
+        if self.not_found > 0 {
+            text.push_str(&format!("reads of absent keys: {}\n", self.not_found));
+        }
+        for (kind, count) in &self.errors {
+            text.push_str(&format!("error {kind}: {count}\n"));
+        }
+        text
+    }
+}
+
+/// Where the workers send requests, resolved once before the run.
+#[derive(Clone, Debug)]
+struct Endpoints {
+    writes: String,
+    reads: Vec<String>,
+}
+
+/// Counters shared by the workers and the progress line.
+#[derive(Default)]
+struct Shared {
+    tickets: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// What one worker measured.
+struct WorkerResult {
+    puts: Latencies,
+    reads: Latencies,
+    not_found: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+/// Runs a benchmark against `seeds` (base URLs). With `progress`, prints a line to stderr
+/// once a second.
+pub async fn run(seeds: &[String], args: &BenchArgs, progress: bool) -> Result<Report, String> {
+    args.check()?;
+    let seeds: Vec<String> = seeds
+        .iter()
+        .map(|seed| seed.trim_end_matches('/').to_string())
+        .collect();
+    if seeds.is_empty() {
+        return Err("need at least one seed".into());
+    }
+    let endpoints = resolve(&seeds, args).await?;
+    let shared = Arc::new(Shared::default());
+    let started = Instant::now();
+    let deadline = args
+        .requests
+        .is_none()
+        .then(|| started + Duration::from_secs_f64(args.duration));
+    let mut workers = Vec::with_capacity(args.clients);
+    for number in 0..args.clients {
+        let worker = Worker::new(number, args, &endpoints, shared.clone(), deadline)?;
+        workers.push(tokio::spawn(worker.run()));
+    }
+    let reporter = progress.then(|| tokio::spawn(report_progress(shared.clone())));
+    let mut report = Report {
+        args: args.clone(),
+        elapsed: Duration::ZERO,
+        all: Latencies::new(),
+        puts: Latencies::new(),
+        reads: Latencies::new(),
+        not_found: 0,
+        errors: BTreeMap::new(),
+    };
+    for worker in workers {
+        let result = worker
+            .await
+            .map_err(|error| format!("a worker failed: {error}"))?;
+        report.puts.merge(&result.puts);
+        report.reads.merge(&result.reads);
+        report.not_found += result.not_found;
+        for (kind, count) in result.errors {
+            *report.errors.entry(kind).or_default() += count;
+        }
+    }
+    report.elapsed = started.elapsed();
+    shared.stop.store(true, Ordering::Relaxed);
+    if let Some(reporter) = reporter {
+        reporter.abort();
+    }
+    let (puts, reads) = (report.puts.clone(), report.reads.clone());
+    report.all.merge(&puts);
+    report.all.merge(&reads);
+    Ok(report)
+}
+
+async fn report_progress(shared: Arc<Shared>) {
+    let started = Instant::now();
+    let mut last = 0;
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let done = shared.done.load(Ordering::Relaxed);
+        eprintln!(
+            "[{:>4.0} s] {done} ok ({}/s), {} failed",
+            started.elapsed().as_secs_f64(),
+            done - last,
+            shared.failed.load(Ordering::Relaxed),
+        );
+        last = done;
+    }
+}
+
+/// Finds where writes and reads go (see the module doc).
+async fn resolve(seeds: &[String], args: &BenchArgs) -> Result<Endpoints, String> {
+    let http = http_client()?;
+    let leader = match args.target {
+        Target::Direct => seeds[0].clone(),
+        Target::Kvstore => kvstore_leader(&http, seeds).await?,
+        Target::Etcd => etcd_leader(&http, seeds).await?,
+    };
+    let reads = match args.read_from {
+        ReadFrom::Leader => vec![leader.clone()],
+        ReadFrom::Any => seeds.to_vec(),
+    };
+    Ok(Endpoints {
+        writes: leader,
+        reads,
+    })
+}
+
+fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(1)
+        .build()
+        .map_err(|error| format!("cannot build an HTTP client: {error}"))
+}
+
+async fn kvstore_leader(http: &reqwest::Client, seeds: &[String]) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        for seed in seeds {
+            let Ok(response) = http.get(format!("{seed}/raft/leader")).send().await else {
+                continue;
+            };
+            let Ok(json) = response.json::<Value>().await else {
+                continue;
+            };
+            if let Some(url) = json.get("leader").and_then(Value::as_str) {
+                return Ok(url.trim_end_matches('/').to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("no seed knows a leader".into())
+}
+
+async fn etcd_leader(http: &reqwest::Client, seeds: &[String]) -> Result<String, String> {
+    for seed in seeds {
+        let response = http
+            .post(format!("{seed}/v3/maintenance/status"))
+            .body("{}")
+            .send()
+            .await;
+        let Ok(json) = (match response {
+            Ok(response) => response.json::<Value>().await,
+            Err(error) => Err(error),
+        }) else {
+            continue;
+        };
+        let member = json["header"]["member_id"].as_str();
+        if member.is_some() && member == json["leader"].as_str() {
+            return Ok(seed.clone());
+        }
+    }
+    Err("no etcd seed is the leader (are all members listed in --seeds?)".into())
+}
+
+/// One closed-loop client.
+struct Worker {
+    http: reqwest::Client,
+    args: BenchArgs,
+    writes: String,
+    reads: String,
+    shared: Arc<Shared>,
+    deadline: Option<Instant>,
+    rng: u64,
+    value: bytes::Bytes,
+    result: WorkerResult,
+}
+
+/// How one request ended.
+enum Outcome {
+    Ok,
+    NotFound,
+    Failed(String),
+    Redirect(String, String),
+}
+
+impl Worker {
+    fn new(
+        number: usize,
+        args: &BenchArgs,
+        endpoints: &Endpoints,
+        shared: Arc<Shared>,
+        deadline: Option<Instant>,
+    ) -> Result<Worker, String> {
+        Ok(Worker {
+            http: http_client()?,
+            args: args.clone(),
+            writes: endpoints.writes.clone(),
+            reads: endpoints.reads[number % endpoints.reads.len()].clone(),
+            shared,
+            deadline,
+            // splitmix-style distinct, non-zero seeds per worker.
+            rng: (args.seed ^ (number as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
+            value: bytes::Bytes::from(vec![b'v'; args.value_size]),
+            result: WorkerResult {
+                puts: Latencies::new(),
+                reads: Latencies::new(),
+                not_found: 0,
+                errors: BTreeMap::new(),
+            },
+        })
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn may_continue(&self) -> bool {
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        match (self.deadline, self.args.requests) {
+            (Some(deadline), _) => Instant::now() < deadline,
+            (None, Some(requests)) => {
+                self.shared.tickets.fetch_add(1, Ordering::Relaxed) < requests
+            }
+            (None, None) => false,
+        }
+    }
+
+    async fn run(mut self) -> WorkerResult {
+        while self.may_continue() {
+            let key = key_for(self.next_random() % self.args.keys, self.args.key_size);
+            let unit = (self.next_random() >> 11) as f64 / ((1u64 << 53) as f64);
+            let is_read = unit < self.args.read_ratio;
+            let started = Instant::now();
+            let outcome = if is_read {
+                self.read(&key).await
+            } else {
+                self.put(&key).await
+            };
+            let elapsed = started.elapsed();
+            let latencies = if is_read {
+                &mut self.result.reads
+            } else {
+                &mut self.result.puts
+            };
+            match outcome {
+                Outcome::Ok | Outcome::NotFound => {
+                    latencies.record(elapsed);
+                    if matches!(outcome, Outcome::NotFound) {
+                        self.result.not_found += 1;
+                    }
+                    self.shared.done.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Outcome::Redirect(kind, leader) => {
+                    self.writes = leader.clone();
+                    if self.args.read_from == ReadFrom::Leader {
+                        self.reads = leader;
+                    }
+                    self.fail(kind);
+                }
+                Outcome::Failed(kind) => self.fail(kind),
+            }
+        }
+        self.result
+    }
+
+    fn fail(&mut self, kind: String) {
+        *self.result.errors.entry(kind).or_default() += 1;
+        self.shared.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn put(&self, key: &str) -> Outcome {
+        let request = match self.args.target {
+            Target::Kvstore | Target::Direct => self
+                .http
+                .put(format!("{}/kv/{key}", self.writes))
+                .body(self.value.clone()),
+            Target::Etcd => self.http.post(format!("{}/v3/kv/put", self.writes)).body(
+                json!({"key": base64(key.as_bytes()), "value": base64(&self.value)}).to_string(),
+            ),
+        };
+        self.finish(request, false).await
+    }
+
+    async fn read(&self, key: &str) -> Outcome {
+        let stale = self.args.consistency == ReadConsistency::Stale;
+        let request = match self.args.target {
+            Target::Kvstore | Target::Direct => {
+                let query = if stale { "?consistency=stale" } else { "" };
+                self.http.get(format!("{}/kv/{key}{query}", self.reads))
+            }
+            Target::Etcd => self
+                .http
+                .post(format!("{}/v3/kv/range", self.reads))
+                .body(json!({"key": base64(key.as_bytes()), "serializable": stale}).to_string()),
+        };
+        self.finish(request, true).await
+    }
+
+    async fn finish(&self, request: reqwest::RequestBuilder, is_read: bool) -> Outcome {
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return Outcome::Failed(error_kind(&error).into()),
+        };
+        let status = response.status();
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => return Outcome::Failed(error_kind(&error).into()),
+        };
+        classify(self.args.target, is_read, status, &body)
+    }
+}
+
+/// Turns an answer into an outcome (see the module doc).
+fn classify(target: Target, is_read: bool, status: StatusCode, body: &[u8]) -> Outcome {
+    if status.is_success() {
+        if target == Target::Etcd && is_read && is_empty_range(body) {
+            return Outcome::NotFound;
+        }
+        return Outcome::Ok;
+    }
+    if status == StatusCode::NOT_FOUND && target != Target::Etcd {
+        return Outcome::NotFound;
+    }
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let code = json["error"].as_str().unwrap_or("").to_string();
+    if status == StatusCode::CONFLICT
+        && let Some(leader) = json["leader"].as_str()
+    {
+        return Outcome::Redirect("not_leader".into(), leader.trim_end_matches('/').into());
+    }
+    let code = if code.is_empty() {
+        String::new()
+    } else {
+        format!("_{code}")
+    };
+    Outcome::Failed(format!("http_{}{code}", status.as_u16()))
+}
+
+/// Whether an etcd range answer holds no key (`"kvs"` absent).
+fn is_empty_range(body: &[u8]) -> bool {
+    !body.windows(6).any(|window| window == b"\"kvs\":")
+}
+
+fn error_kind(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connect"
+    } else {
+        "io"
+    }
+}
+
+/// Key number `number`, `size` bytes long: `k` and zero-padded decimal digits.
+pub fn key_for(number: u64, size: usize) -> String {
+    let digits = size.saturating_sub(1).max(1);
+    format!("k{number:0digits$}")
+}
+
+/// Standard base64 with padding (etcd's JSON gateway encodes bytes so).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let word = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for position in 0..4 {
+            if position <= chunk.len() {
+                let sextet = (word >> (18 - 6 * position)) & 0x3F;
+                text.push(ALPHABET[sextet as usize] as char);
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_base64() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn makes_keys_of_the_asked_size() {
+        assert_eq!(key_for(42, 16), "k000000000000042");
+        assert_eq!(key_for(42, 16).len(), 16);
+    }
+
+    #[test]
+    fn classifies_answers() {
+        assert!(matches!(
+            classify(Target::Kvstore, false, StatusCode::OK, b"{}"),
+            Outcome::Ok
+        ));
+        assert!(matches!(
+            classify(Target::Kvstore, false, StatusCode::NOT_FOUND, b"{}"),
+            Outcome::NotFound
+        ));
+        let hinted = br#"{"ok":false,"error":"not_leader","leader":"http://b:2/"}"#;
+        assert!(matches!(
+            classify(Target::Kvstore, false, StatusCode::CONFLICT, hinted),
+            Outcome::Redirect(_, leader) if leader == "http://b:2"
+        ));
+        let unavailable = br#"{"ok":false,"error":"unavailable"}"#;
+        assert!(matches!(
+            classify(Target::Kvstore, false, StatusCode::SERVICE_UNAVAILABLE, unavailable),
+            Outcome::Failed(kind) if kind == "http_503_unavailable"
+        ));
+        assert!(matches!(
+            classify(
+                Target::Etcd,
+                true,
+                StatusCode::OK,
+                br#"{"header":{"revision":"3"}}"#
+            ),
+            Outcome::NotFound
+        ));
+        assert!(matches!(
+            classify(
+                Target::Etcd,
+                false,
+                StatusCode::OK,
+                br#"{"header":{"revision":"3"}}"#
+            ),
+            Outcome::Ok
+        ));
+        assert!(matches!(
+            classify(
+                Target::Etcd,
+                true,
+                StatusCode::OK,
+                br#"{"header":{},"kvs":[{}],"count":"1"}"#
+            ),
+            Outcome::Ok
+        ));
+    }
+}
