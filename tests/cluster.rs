@@ -6,40 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ELECTION_DEADLINE, TestCluster, http_get};
-use kvstore::client::{Client, ClientError, Consistency, Options};
+use common::{ELECTION_DEADLINE, TestCluster, client, direct, http_get, runtime};
+use kvstore::client::{Client, ClientError, Consistency};
 use kvstore::store::Condition;
 use serde_json::Value;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn client(urls: Vec<String>) -> Client {
-    Client::new(
-        urls,
-        Options {
-            timeout: ELECTION_DEADLINE,
-            ..Options::default()
-        },
-    )
-}
-
-/// A client that talks to exactly one node and never retries elsewhere.
-fn direct(url: String, timeout: Duration) -> Client {
-    Client::new(
-        vec![url],
-        Options {
-            timeout,
-            request_timeout: timeout,
-            retry_indeterminate: false,
-        },
-    )
-}
 
 fn raw(method: reqwest::Method, url: &str, body: &str) -> (u16, Value) {
     runtime().block_on(async {

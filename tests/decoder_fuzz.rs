@@ -5,40 +5,15 @@
 //!
 //! The WAL record decoder has the same properties in `tests/wal_decode_proptest.rs`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use kvstore::raft::{AppendReject, Body, Entry, Message, SnapshotMeta};
 use kvstore::transport::{ENVELOPE_BYTES_MAX, Envelope};
 use proptest::prelude::*;
 
-thread_local! {
-    /// Largest allocation (bytes) made on this thread while counting; None when off.
-    static LARGEST_BYTES: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-struct Counting;
-
-// SAFETY: delegates to the system allocator; only records sizes in a thread-local Cell
-// (const-initialised, so touching it never allocates).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST_BYTES.with(|largest| {
-            if let Some(bytes) = largest.get() {
-                largest.set(Some(bytes.max(layout.size())));
-            }
-        });
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[path = "common/allocations.rs"]
+mod allocations;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: allocations::Counting = allocations::Counting;
 
 /// serde preallocates at most 1 MiB for a collection whose claimed length it cannot trust
 /// (`serde::de::size_hint::cautious`); anything a decode allocates beyond the input's own
@@ -47,10 +22,10 @@ const CAUTIOUS_BYTES_MAX: usize = 1024 * 1024;
 
 /// Decodes `bytes` as `T`; returns the largest single allocation made meanwhile.
 fn largest_allocation<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> usize {
-    LARGEST_BYTES.with(|largest| largest.set(Some(0)));
+    allocations::start();
     let decoded = postcard::from_bytes::<T>(bytes);
     drop(decoded);
-    LARGEST_BYTES.with(|largest| largest.replace(None).unwrap_or(0))
+    allocations::stop()
 }
 
 fn bounded(bytes: &[u8]) -> usize {

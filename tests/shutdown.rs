@@ -9,31 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ELECTION_DEADLINE, TestCluster};
+use common::{ELECTION_DEADLINE, TestCluster, client, runtime};
 use kvstore::client::{Client, Consistency, Options};
 use kvstore::store::Condition;
 
 /// How long a node may take to exit after SIGTERM ("a few seconds"; typically well under
 /// one, this leaves room for a loaded 2-core machine running debug builds).
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn client(urls: Vec<String>) -> Client {
-    Client::new(
-        urls,
-        Options {
-            timeout: ELECTION_DEADLINE,
-            ..Options::default()
-        },
-    )
-}
 
 /// SIGTERM to node `index`; asserts that it exits 0 within `SHUTDOWN_DEADLINE`.
 fn terminate_gracefully(cluster: &mut TestCluster, index: usize) -> Duration {

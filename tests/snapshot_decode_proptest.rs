@@ -3,50 +3,25 @@
 //! global allocator records the largest single allocation, which must stay within the
 //! input's size (plus the fixed read buffer for file-level decoding).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use kvstore::raft::SnapshotMeta;
 use kvstore::snapshot::format::{self, Footer, HEADER_FIXED_BYTES, Header};
 use kvstore::snapshot::{READ_BUFFER_BYTES, SnapshotDir, VOTERS_MAX};
 use proptest::prelude::*;
 
-thread_local! {
-    /// Largest allocation (bytes) made on this thread while counting; None when off.
-    static LARGEST_BYTES: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-struct Counting;
-
-// SAFETY: delegates to the system allocator; only records sizes in a thread-local Cell
-// (const-initialised, so touching it never allocates).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST_BYTES.with(|largest| {
-            if let Some(bytes) = largest.get() {
-                largest.set(Some(bytes.max(layout.size())));
-            }
-        });
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[path = "common/allocations.rs"]
+mod allocations;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: allocations::Counting = allocations::Counting;
 
 /// Allowance for error messages and paths (short `String`s), and for the decoded voter
 /// list (at most `VOTERS_MAX` `String`s, reserved up front).
 const MESSAGE_BYTES_MAX: usize = 512 + VOTERS_MAX * std::mem::size_of::<String>();
 
 fn largest_allocation(run: impl FnOnce()) -> usize {
-    LARGEST_BYTES.with(|largest| largest.set(Some(0)));
+    allocations::start();
     run();
-    LARGEST_BYTES.with(|largest| largest.replace(None).unwrap_or(0))
+    allocations::stop()
 }
 
 fn decode_everything(bytes: &[u8]) {

@@ -2,41 +2,17 @@
 //! corrupted and foreign chunks rejected, interrupted transfers leave nothing behind, and
 //! memory stays bounded by the chunk and read buffer sizes (a counting allocator).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::Path;
 
 use kvstore::Error;
 use kvstore::raft::SnapshotMeta;
 use kvstore::snapshot::{Chunk, READ_BUFFER_BYTES, SnapshotDir, SnapshotInfo};
 
-thread_local! {
-    /// Largest allocation (bytes) made on this thread while counting; None when off.
-    static LARGEST_BYTES: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-struct Counting;
-
-// SAFETY: delegates to the system allocator; only records sizes in a thread-local Cell
-// (const-initialised, so touching it never allocates).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST_BYTES.with(|largest| {
-            if let Some(bytes) = largest.get() {
-                largest.set(Some(bytes.max(layout.size())));
-            }
-        });
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[path = "common/allocations.rs"]
+mod allocations;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: allocations::Counting = allocations::Counting;
 
 const CHUNK_BYTES: usize = 64 * 1024;
 
@@ -254,7 +230,7 @@ fn memory_stays_bounded_by_chunk_and_read_buffer() {
     assert!(info.file_bytes > 4 * READ_BUFFER_BYTES as u64);
     let follower = SnapshotDir::open(&temp.path().join("follower"), 3).unwrap();
     let mut incoming = follower.receive(&info.meta, info.file_bytes).unwrap();
-    LARGEST_BYTES.with(|largest| largest.set(Some(0)));
+    allocations::start();
     let mut offset = 0;
     while offset < info.file_bytes {
         let chunk = SnapshotDir::chunk(&info, offset, CHUNK_BYTES).unwrap();
@@ -265,9 +241,9 @@ fn memory_stays_bounded_by_chunk_and_read_buffer() {
             .len();
         assert_eq!(on_disk, offset, "accepted bytes are written through");
     }
-    let streaming = LARGEST_BYTES.with(|largest| largest.replace(Some(0)).unwrap_or(0));
+    let streaming = allocations::restart();
     incoming.finish().unwrap();
-    let finishing = LARGEST_BYTES.with(|largest| largest.replace(None).unwrap_or(0));
+    let finishing = allocations::stop();
     assert!(
         streaming <= CHUNK_BYTES + 4096,
         "largest allocation while streaming: {streaming}"

@@ -7,28 +7,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ELECTION_DEADLINE, TestCluster};
-use kvstore::client::{Client, Consistency, Options};
+use common::{ELECTION_DEADLINE, TestCluster, client, direct, runtime};
+use kvstore::client::Consistency;
 use kvstore::store::Condition;
 use serde_json::Value;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn client(urls: Vec<String>) -> Client {
-    Client::new(
-        urls,
-        Options {
-            timeout: ELECTION_DEADLINE,
-            ..Options::default()
-        },
-    )
-}
 
 /// Writes `count` keys `prefix{n}` (values unique per key) with a few concurrent writers;
 /// returns the highest revision acknowledged.
@@ -200,17 +182,11 @@ fn a_follower_behind_the_compacted_log_receives_the_snapshot() {
     cluster.restart(follower);
     cluster.wait_applied(&[follower], more);
     let keys = runtime
-        .block_on(direct(cluster.url(follower)).list("", 5000, Consistency::Stale))
+        .block_on(direct(cluster.url(follower), ELECTION_DEADLINE).list(
+            "",
+            5000,
+            Consistency::Stale,
+        ))
         .unwrap();
     assert_eq!(keys.len(), 1050);
-}
-
-fn direct(url: String) -> Client {
-    Client::new(
-        vec![url],
-        Options {
-            timeout: ELECTION_DEADLINE,
-            ..Options::default()
-        },
-    )
 }

@@ -3,55 +3,30 @@
 //! decoding, which must stay within the input's size (the decoder borrows the command and
 //! copies at most a vote string out of a limit-checked frame).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use kvstore::raft::Entry;
 use kvstore::wal::format::{self, FRAME_HEADER_BYTES, TYPE_FLAG_BATCH_END};
 use kvstore::wal::{RECORD_BYTES_MAX, Record};
 use proptest::prelude::*;
 
-thread_local! {
-    /// Largest allocation (bytes) made on this thread while counting; None when off.
-    static LARGEST_BYTES: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-struct Counting;
-
-// SAFETY: delegates to the system allocator; only records sizes in a thread-local Cell
-// (const-initialised, so touching it never allocates).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST_BYTES.with(|largest| {
-            if let Some(bytes) = largest.get() {
-                largest.set(Some(bytes.max(layout.size())));
-            }
-        });
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[path = "common/allocations.rs"]
+mod allocations;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: allocations::Counting = allocations::Counting;
 
 /// Allowance for the error message a failed decode formats (a short `String`).
 const MESSAGE_BYTES_MAX: usize = 256;
 
 /// Decodes `bytes` as a frame, returning the largest allocation it made.
 fn largest_allocation_decoding(bytes: &[u8]) -> usize {
-    LARGEST_BYTES.with(|largest| largest.set(Some(0)));
+    allocations::start();
     let decoded = format::decode_frame(bytes);
     if let Ok(frame) = &decoded {
         assert!(frame.frame_bytes <= bytes.len());
         assert!(frame.frame_bytes - FRAME_HEADER_BYTES <= RECORD_BYTES_MAX);
     }
     drop(decoded);
-    LARGEST_BYTES.with(|largest| largest.replace(None).unwrap_or(0))
+    allocations::stop()
 }
 
 /// A frame header claiming `length` bytes of `kind`, followed by `payload`, with a valid

@@ -27,6 +27,35 @@ pub const TIMING: [&str; 6] = [
 /// Generous deadline for anything that involves an election.
 pub const ELECTION_DEADLINE: Duration = Duration::from_secs(20);
 
+/// A two-worker tokio runtime for driving the async client from synchronous tests.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A client for the whole cluster that waits out elections.
+pub fn client(urls: Vec<String>) -> kvstore::client::Client {
+    let options = kvstore::client::Options {
+        timeout: ELECTION_DEADLINE,
+        ..Default::default()
+    };
+    kvstore::client::Client::new(urls, options)
+}
+
+/// A client that talks to exactly one node and never retries a write whose outcome is
+/// unknown.
+pub fn direct(url: String, timeout: Duration) -> kvstore::client::Client {
+    let options = kvstore::client::Options {
+        timeout,
+        request_timeout: timeout,
+        retry_indeterminate: false,
+    };
+    kvstore::client::Client::new(vec![url], options)
+}
+
 /// Picks a currently free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
