@@ -29,6 +29,8 @@ const TICKS_CATCH_UP_MAX: u32 = 4;
 pub(super) struct Parts {
     pub raft: Raft,
     pub wal: Wal,
+    /// Never read: held so the data directory stays locked for as long as the driver runs.
+    #[allow(dead_code)]
     pub data_dir: DataDir,
     pub store: Arc<RwLock<Store>>,
     pub events: mpsc::Receiver<Event>,
@@ -91,7 +93,6 @@ impl Driver {
 
     /// Runs until shutdown or a fail-stop error.
     pub(super) fn run(mut self) -> Result<()> {
-        let _data_dir_lock = &self.parts.data_dir;
         let result = self.run_loop();
         if let Err(error) = &result {
             tracing::error!(%error, "driver stopped: the node can no longer make progress");

@@ -267,12 +267,6 @@ impl Node {
             .join()
             .unwrap_or_else(|_| Err(Error::Unavailable("driver panicked".into())))
     }
-
-    /// Waits until the driver stops on its own (an error) or `shutdown` is requested
-    /// elsewhere. Useful for `kvnode`'s main task.
-    pub fn is_finished(&self) -> bool {
-        self.driver.is_finished()
-    }
 }
 
 fn raft_config(config: &NodeConfig) -> raft::Config {
