@@ -231,7 +231,25 @@ pub struct Cluster {
 }
 
 /// A free TCP port on 127.0.0.1 (the listener is closed at once).
+///
+/// The port comes from below Linux's ephemeral range (32768-60999 by default), not from
+/// `bind(0)`: a port the kernel hands out for `bind(0)` may be given to some outgoing
+/// connection (another node's, another test's) between this check and the moment kvnode
+/// binds it, and that node then fails to start. Ports below the range are never assigned
+/// to outgoing connections. The starting point is spread by process id and a counter so
+/// concurrent tests rarely even try the same port.
 pub fn free_port() -> std::io::Result<u16> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    let spread = std::process::id().wrapping_mul(7919);
+    for _ in 0..COUNT {
+        let turn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (FIRST + spread.wrapping_add(turn.wrapping_mul(37)) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

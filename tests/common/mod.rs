@@ -6,7 +6,6 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,10 +55,10 @@ pub fn direct(url: String, timeout: Duration) -> kvstore::client::Client {
     kvstore::client::Client::new(vec![url], options)
 }
 
-/// Picks a currently free TCP port on 127.0.0.1.
+/// Picks a currently free TCP port on 127.0.0.1 (below the ephemeral range: see
+/// [`kvstore::torture::cluster::free_port`]).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    kvstore::torture::cluster::free_port().expect("a free port")
 }
 
 /// One node of a test cluster.
