@@ -103,31 +103,8 @@ impl TestCluster {
 
     /// Like `start`, with extra `kvnode` flags for every node.
     pub fn start_with(size: usize, extra_args: &[&str]) -> TestCluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let nodes = (1..=size)
-            .map(|number| {
-                let id = format!("n{number}");
-                TestNode {
-                    data_dir: dir.path().join(&id),
-                    log_path: dir.path().join(format!("{id}.log")),
-                    id,
-                    client_port: free_port(),
-                    raft_port: free_port(),
-                    child: None,
-                }
-            })
-            .collect();
-        let mut cluster = TestCluster {
-            nodes,
-            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
-            dir,
-        };
-        for index in 0..size {
-            cluster.spawn(index);
-        }
-        for index in 0..size {
-            cluster.wait_listening(index);
-        }
+        let mut cluster = TestCluster::new_stopped(size, extra_args);
+        cluster.start_all();
         cluster
     }
 
