@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{ELECTION_DEADLINE, TestCluster, client, runtime};
@@ -77,8 +77,13 @@ fn sigterm_on_leader_exits_zero_and_loses_no_acknowledged_write() {
     // A writer keeps proposing while the leader receives SIGTERM, so that the signal lands
     // with writes (and their fsyncs) in flight. Only acknowledged writes are recorded.
     let stop = Arc::new(AtomicBool::new(false));
+    let acked_during = Arc::new(AtomicUsize::new(0));
     let writer = {
-        let (client, stop) = (Arc::clone(&client), Arc::clone(&stop));
+        let (client, stop, count) = (
+            Arc::clone(&client),
+            Arc::clone(&stop),
+            Arc::clone(&acked_during),
+        );
         std::thread::spawn(move || {
             let runtime = self::runtime();
             let mut acked = Vec::new();
@@ -91,12 +96,13 @@ fn sigterm_on_leader_exits_zero_and_loses_no_acknowledged_write() {
                     .is_ok()
                 {
                     acked.push((key, value));
+                    count.fetch_add(1, Ordering::Relaxed);
                 }
             }
             acked
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until_acked(&acked_during, 5);
     let took = terminate_gracefully(&mut cluster, leader);
     eprintln!(
         "leader {} exited 0 {took:?} after SIGTERM",
@@ -118,7 +124,8 @@ fn sigterm_on_leader_exits_zero_and_loses_no_acknowledged_write() {
             > old_term
     );
     // Let the writer succeed against the new leader too, then stop it.
-    std::thread::sleep(Duration::from_millis(500));
+    let acked_before = acked_during.load(Ordering::Relaxed);
+    wait_until_acked(&acked_during, acked_before + 5);
     stop.store(true, Ordering::Relaxed);
     let during = writer.join().expect("writer thread");
     assert!(
@@ -183,4 +190,16 @@ fn whole_cluster_stopped_with_sigterm_restarts_with_everything() {
         .block_on(client.put("after", b"restart", Condition::None))
         .expect("put after the restart");
     assert!(revision > last, "revision {revision} after {last}");
+}
+
+/// Waits (with a deadline) until the writer thread has had `count` writes acknowledged.
+fn wait_until_acked(acked: &AtomicUsize, count: usize) {
+    let deadline = Instant::now() + ELECTION_DEADLINE;
+    while acked.load(Ordering::Relaxed) < count {
+        assert!(
+            Instant::now() < deadline,
+            "the writer got fewer than {count} writes acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
