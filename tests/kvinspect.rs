@@ -178,13 +178,12 @@ fn verify_reports_a_torn_tail_without_repairing_it() {
     let temp = tempfile::tempdir().unwrap();
     drop(populated(temp.path()));
     let newest = segment_files(temp.path()).pop().unwrap();
-    let length = std::fs::metadata(&newest).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&newest)
-        .unwrap()
-        .set_len(length - 4)
-        .unwrap();
+    // Tear the last record: its final 4 written bytes back to zero (the segment is
+    // preallocated, so the file keeps its length).
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let last_written = bytes.iter().rposition(|&byte| byte != 0).unwrap();
+    bytes[last_written - 3..=last_written].fill(0);
+    std::fs::write(&newest, bytes).unwrap();
     let before = all_bytes(temp.path());
     let output = kvinspect(temp.path(), &["verify"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");

@@ -6,17 +6,22 @@
 
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::ops::Deref;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// An open segment file for appending and positional reads.
+///
+/// Appends go to the file's *write position*, which starts at the end of the file when it is
+/// opened and advances with every append. It is not tied to the file's size: a segment is
+/// preallocated ([`WalFile::preallocate`]) and then filled from the front.
 pub trait WalFile: Send + Debug {
-    /// Writes all of `bytes` at the end of the file.
+    /// Writes all of `bytes` at the write position.
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// Writes all of `parts`, in order, at the end of the file (one `writev` where the
+    /// Writes all of `parts`, in order, at the write position (one `pwritev` where the
     /// system allows). The default concatenates them and calls [`WalFile::append`].
     fn append_vectored(&mut self, parts: &[IoSlice<'_>]) -> io::Result<()> {
         let mut joined = Vec::with_capacity(parts.iter().map(|part| part.len()).sum());
@@ -29,6 +34,12 @@ pub trait WalFile: Send + Debug {
     fn sync_data(&mut self) -> io::Result<()>;
     /// Shrinks (or grows) the file to `length_bytes`; the next append goes there.
     fn set_len(&mut self, length_bytes: u64) -> io::Result<()>;
+    /// Moves the write position (where the next append goes).
+    fn set_write_position(&mut self, offset: u64);
+    /// Makes the file at least `length_bytes` long with allocated, zeroed space
+    /// (`fallocate`), leaving the write position alone. Returns `false`, changing nothing,
+    /// where the file system cannot allocate ahead. Durable with the next `sync_data`.
+    fn preallocate(&mut self, length_bytes: u64) -> io::Result<bool>;
     /// Reads exactly `buffer.len()` bytes at `offset`.
     fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()>;
 }
@@ -65,22 +76,54 @@ pub struct StdFs;
 #[derive(Debug)]
 struct StdFile {
     file: File,
+    /// Where the next append goes.
+    position: u64,
 }
+
+impl StdFile {
+    fn open(file: File) -> io::Result<Box<dyn WalFile>> {
+        let position = file.metadata()?.len();
+        Ok(Box::new(StdFile { file, position }))
+    }
+}
+
+/// Most buffers one `pwritev` takes (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
 
 impl WalFile for StdFile {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)
+        self.file.write_all_at(bytes, self.position)?;
+        self.position += bytes.len() as u64;
+        Ok(())
     }
     fn append_vectored(&mut self, parts: &[IoSlice<'_>]) -> io::Result<()> {
         let mut owned: Vec<IoSlice<'_>> = parts.to_vec();
         let mut remaining = &mut owned[..];
         IoSlice::advance_slices(&mut remaining, 0);
         while !remaining.is_empty() {
-            match self.file.write_vectored(remaining) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => IoSlice::advance_slices(&mut remaining, written),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error),
+            let count = remaining.len().min(IOV_MAX);
+            // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix (documented by std);
+            // the slices outlive the call, and `count` is within `remaining`.
+            let written = unsafe {
+                libc::pwritev(
+                    self.file.as_raw_fd(),
+                    remaining.as_ptr().cast::<libc::iovec>(),
+                    count as libc::c_int,
+                    self.position as libc::off_t,
+                )
+            };
+            match written {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                written if written > 0 => {
+                    self.position += written as u64;
+                    IoSlice::advance_slices(&mut remaining, written as usize);
+                }
+                _ => {
+                    let error = io::Error::last_os_error();
+                    if error.kind() != io::ErrorKind::Interrupted {
+                        return Err(error);
+                    }
+                }
             }
         }
         Ok(())
@@ -89,7 +132,28 @@ impl WalFile for StdFile {
         self.file.sync_data()
     }
     fn set_len(&mut self, length_bytes: u64) -> io::Result<()> {
-        self.file.set_len(length_bytes)
+        self.file.set_len(length_bytes)?;
+        self.position = length_bytes;
+        Ok(())
+    }
+    fn set_write_position(&mut self, offset: u64) {
+        self.position = offset;
+    }
+    fn preallocate(&mut self, length_bytes: u64) -> io::Result<bool> {
+        if self.file.metadata()?.len() >= length_bytes {
+            return Ok(true);
+        }
+        // SAFETY: plain syscall on an fd we own; mode 0 allocates and extends the size.
+        let result =
+            unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, length_bytes as libc::off_t) };
+        if result == 0 {
+            return Ok(true);
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
+            _ => Err(error),
+        }
     }
     fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buffer, offset)
@@ -113,18 +177,17 @@ impl FileSystem for StdFs {
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create_new(true)
             .open(path)?;
-        Ok(Box::new(StdFile { file }))
+        StdFile::open(file)
     }
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
-        let file = OpenOptions::new().read(true).append(true).open(path)?;
-        Ok(Box::new(StdFile { file }))
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        StdFile::open(file)
     }
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn WalFile>> {
-        let file = File::open(path)?;
-        Ok(Box::new(StdFile { file }))
+        StdFile::open(File::open(path)?)
     }
     fn read(&self, path: &Path) -> io::Result<FileBytes> {
         let file = File::open(path)?;
@@ -264,6 +327,12 @@ impl WalFile for FaultyFile {
     fn set_len(&mut self, length_bytes: u64) -> io::Result<()> {
         self.inner.set_len(length_bytes)
     }
+    fn set_write_position(&mut self, offset: u64) {
+        self.inner.set_write_position(offset);
+    }
+    fn preallocate(&mut self, length_bytes: u64) -> io::Result<bool> {
+        self.inner.preallocate(length_bytes)
+    }
     fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
         self.inner.read_exact_at(buffer, offset)
     }
@@ -303,4 +372,38 @@ impl FileSystem for FaultyFs {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         StdFs.list(dir)
     }
+}
+
+/// Bytes [`remove_gradually`] cuts off a file per step.
+pub const REMOVE_STEP_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Deletes a (large) file by shrinking it [`REMOVE_STEP_BYTES`] at a time from the end, each
+/// step made durable and followed by `pause`, then unlinking what is left. Does not sync
+/// the directory: the caller does, once for all the files it removes.
+///
+/// Why: freeing the blocks of a large file is journaled work (and, on a file system mounted
+/// with `discard`, a TRIM of every freed extent). Unlinking a 64 MiB file in one go took
+/// 19 ms on the development machine, 40 ms for 128 MiB, and every fdatasync on the same file
+/// system (the WAL's, which clients wait on) queues behind that journal commit. In steps,
+/// no single commit frees more than a few MiB, and the WAL's syncs get through in between.
+/// Costs the same total I/O; use it off the latency-critical thread.
+///
+/// A crash part way leaves a shorter file under the same name: callers only use this on
+/// files that are already dead (no longer read by recovery).
+pub fn remove_gradually(
+    file_system: &dyn FileSystem,
+    path: &Path,
+    pause: std::time::Duration,
+) -> io::Result<()> {
+    let mut length = std::fs::metadata(path)?.len();
+    if length > REMOVE_STEP_BYTES {
+        let mut file = file_system.open_append(path)?;
+        while length > REMOVE_STEP_BYTES {
+            length -= REMOVE_STEP_BYTES;
+            file.set_len(length)?;
+            file.sync_data()?;
+            std::thread::sleep(pause);
+        }
+    }
+    file_system.remove_file(path)
 }

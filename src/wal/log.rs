@@ -125,11 +125,12 @@ impl Wal {
         }
         let path = self.dir.join(name);
         let start = (torn.offset as usize).min(bytes.len());
+        let end = (start + torn.bytes as usize).min(bytes.len());
         let mut file = self
             .fs
             .create_new(&path)
             .map_err(|error| Error::io("create", &path, error))?;
-        file.append(&bytes[start..])
+        file.append(&bytes[start..end])
             .map_err(|error| Error::io("write", &path, error))?;
         file.sync_data()
             .map_err(|error| Error::io("fdatasync", &path, error))?;
@@ -152,10 +153,17 @@ impl Wal {
     /// Opens the newest segment for appending, or creates the first one.
     fn open_active(&mut self) -> Result<()> {
         if let Some(last) = self.segments.last() {
-            let file = self
+            let mut file = self
                 .fs
                 .open_append(&last.path)
                 .map_err(|error| Error::io("open segment", &last.path, error))?;
+            file.set_write_position(last.bytes);
+            if self.options.preallocate {
+                // A segment from before preallocation, or cut by a torn-tail repair.
+                file.preallocate(self.options.segment_bytes_max)
+                    .and_then(|_| file.sync_data())
+                    .map_err(|error| Error::io("preallocate", &last.path, error))?;
+            }
             self.active = Some(file);
             self.active_start_bytes = SEGMENT_HEADER_BYTES as u64;
             return Ok(());
@@ -195,6 +203,10 @@ impl Wal {
             .fs
             .create_new(&temporary)
             .map_err(|error| Error::io("create segment", &temporary, error))?;
+        if self.options.preallocate {
+            file.preallocate(self.options.segment_bytes_max)
+                .map_err(|error| Error::io("preallocate", &temporary, error))?;
+        }
         file.append(&bytes)
             .map_err(|error| Error::io("write", &temporary, error))?;
         file.sync_data()

@@ -71,7 +71,22 @@
 //! | 5    | `Compact`  | index varint, term varint: entries <= index are snapshotted    |
 //!
 //! Zero is never a valid kind, so zeroed space (a file extended but not written) never
-//! reads as a record.
+//! reads as a record: where a frame would start and every byte to the end of the file is
+//! zero, the segment's records end (see PREALLOCATION).
+//!
+//! # PREALLOCATION
+//!
+//! A new segment is given its full `segment_bytes_max` at once (`fallocate`, before its
+//! header is written), and the newest segment is extended the same way when the WAL is
+//! opened. Appends then write into space the file already has, so an fdatasync commits
+//! only data, not a new file size: on the development machine (ext4) a small append +
+//! fdatasync took p50 170 µs / p99 0.33 ms this way against 255 µs / 0.9 ms growing the
+//! file (etcd preallocates its 64 MB segments for the same reason). Where the file system
+//! cannot (`EOPNOTSUPP`), segments simply grow. [`Options::preallocate`] turns it off.
+//!
+//! The end of the log within a segment is therefore not the end of the file: it is the
+//! first frame position from which the rest of the file is all zero. Replay stops there
+//! (and appends continue there); [`SegmentMeta::bytes`] is that position.
 //!
 //! # APPEND (group commit)
 //!
@@ -84,8 +99,8 @@
 //!    here; nothing is written if one is broken.
 //! 2. If the batch would push the active segment past `segment_bytes_max` (and the segment
 //!    already holds a batch), ROTATION runs first.
-//! 3. One write (`writev`, repeated only if the kernel takes part of it) of the whole
-//!    batch at the end of the active segment.
+//! 3. One write (`pwritev`, repeated only if the kernel takes part of it) of the whole
+//!    batch at the end of the active segment's records.
 //! 4. One `fdatasync` of the segment. **Commit point**: its successful return. Only then
 //!    is the in-memory state changed and the call returns `Ok`: the caller may now
 //!    acknowledge anything that depends on the batch.
@@ -98,7 +113,7 @@
 //!
 //! 1. Encode the new header (`sequence` + 1, `first_index` = last index + 1) and the start
 //!    records (hard state, base) as one batch.
-//! 2. Write them to `<name>.wal.tmp` (created new) and fdatasync it.
+//! 2. Create `<name>.wal.tmp` (new), preallocate it, write them, and fdatasync it.
 //! 3. Rename it to `<name>.wal`.
 //! 4. fsync the directory. **Commit point**: after it the new segment exists with a whole
 //!    header; before it a crash leaves at most a `.tmp` file, deleted on open. The old
@@ -134,15 +149,19 @@
 //!    slicing, then the CRC. Records of a batch are held until the batch-end record,
 //!    then applied together: `Entry` must be last index + 1; `Truncate`, `Reset`,
 //!    `Compact` as in TRUNCATION; `HardState` replaces the hard state.
+//!    Where the rest of a segment is all zero after a complete batch, its records end
+//!    (PREALLOCATION): that is not damage, in any segment. (A sealed segment that lost
+//!    batches this way is still caught: the next segment's `first_index` would not follow.)
 //! 4. A bad frame (short, bad length, type, CRC or payload), or a batch without its end
-//!    record at the end of a file, is a **torn tail** only if it is in the newest segment
+//!    record at the end of the records, is a **torn tail** only if it is in the newest segment
 //!    and no valid frame starts anywhere after it. Anything else is **corruption**:
 //!    [`Error::Corruption`] naming the file, byte offset and affected index range, and the
 //!    node refuses to start. Nothing is dropped silently.
 //! 5. A torn tail is repaired: the bytes from the start of the unfinished batch to the
-//!    end of the file are copied to `torn-<segment>-<offset>.bin` (fdatasync, directory
-//!    fsync), then the segment is cut at that offset and fdatasync'd. **Commit point**:
-//!    that fdatasync. [`Recovered::repaired`] says what was done.
+//!    last non-zero byte of the file are copied to `torn-<segment>-<offset>.bin`
+//!    (fdatasync, directory fsync), then the segment is cut at that offset and
+//!    fdatasync'd. **Commit point**: that fdatasync. [`Recovered::repaired`] says what was
+//!    done. The cut segment is preallocated again when it is opened for appending.
 //! 6. The log must begin right after the base (or at index 1); a gap at the front means a
 //!    lost segment: corruption.
 //!
@@ -176,12 +195,10 @@
 //!
 //! # Implementation caveats
 //!
-//! - **No preallocation.** Segments grow with each append, so each fdatasync also
-//!   commits the new file size (one journal commit on ext4/xfs). Preallocating would save
-//!   that, but then the end of the log must be found by scanning zeroes, and a torn write
-//!   in preallocated space needs more careful classification; the benchmark
-//!   (`benches/wal.rs`) compares against raw appending write+fdatasync, where this choice
-//!   costs nothing relative to the baseline.
+//! - **Preallocated space is on disk**: every segment takes `segment_bytes_max` (64 MiB by
+//!   default) from the moment it exists, written or not.
+//! - Finding the end of a preallocated segment reads its zeroed tail once on open (memory
+//!   speed; unwritten extents cost no disk reads).
 //! - **Torn tail vs corruption** is decided conservatively: a damaged batch in the newest
 //!   segment followed by *any* valid frame is called corruption, even though a torn
 //!   multi-sector write could, in principle, land its later sectors and not an earlier
@@ -239,6 +256,9 @@ pub struct Options {
     pub read_only: bool,
     /// The file system to use ([`fs::StdFs`]; tests inject [`fs::FaultyFs`]).
     pub file_system: Arc<dyn fs::FileSystem>,
+    /// Allocate each segment's `segment_bytes_max` bytes when it is created (PREALLOCATION
+    /// in the module doc). On by default.
+    pub preallocate: bool,
 }
 
 impl Default for Options {
@@ -247,6 +267,7 @@ impl Default for Options {
             segment_bytes_max: SEGMENT_BYTES_DEFAULT,
             read_only: false,
             file_system: Arc::new(fs::StdFs),
+            preallocate: true,
         }
     }
 }

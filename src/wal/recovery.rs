@@ -20,7 +20,8 @@ pub struct SegmentMeta {
     pub first_index: Index,
     /// Full path of the file.
     pub path: PathBuf,
-    /// Size of the file in bytes.
+    /// Bytes holding the header and records: where the next append goes. The file may be
+    /// longer (space preallocated and not yet written).
     pub bytes: u64,
 }
 
@@ -40,7 +41,7 @@ pub struct TornTail {
     pub file: PathBuf,
     /// Offset of the start of the incomplete batch; the file is cut here on repair.
     pub offset: u64,
-    /// Bytes from `offset` to the end of the file.
+    /// Bytes written from `offset` on (to the last non-zero byte of the file).
     pub bytes: u64,
     /// The index the first entry of the torn batch would have had (never acknowledged:
     /// its fdatasync cannot have returned).
@@ -241,7 +242,6 @@ pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, collect: bool) -> Result<R
         let bytes = fs
             .read(&segment.path)
             .map_err(|error| Error::io("read segment", &segment.path, error))?;
-        segment.bytes = bytes.len() as u64;
         let previous = position.checked_sub(1).map(|before| before as u64);
         check_header(&bytes, segment, previous.is_some(), &state)?;
         if position == 0 {
@@ -253,7 +253,9 @@ pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, collect: bool) -> Result<R
             newest: position + 1 == count,
             next_first_index,
         };
-        torn = scan.run(&mut state)?;
+        let (torn_tail, end) = scan.run(&mut state)?;
+        torn = torn_tail;
+        segment.bytes = end as u64;
         if let Some(next) = segments.get(position + 1) {
             check_sequence(&segments[position], next, &state)?;
         }
@@ -369,21 +371,32 @@ struct SegmentScan<'a> {
 type Pending<'a> = Vec<(RecordRef<'a>, Location)>;
 
 impl<'a> SegmentScan<'a> {
-    /// Reads all records; returns the torn tail of the newest segment, if any.
-    fn run(&self, state: &mut ReplayState) -> Result<Option<TornTail>> {
+    /// Reads all records; returns the torn tail of the newest segment, if any, and where
+    /// the log's records end (the write position: before a torn tail, or where unwritten,
+    /// zeroed space begins, or the end of the file).
+    fn run(&self, state: &mut ReplayState) -> Result<(Option<TornTail>, usize)> {
         let mut pending: Pending<'a> = Vec::new();
         let mut offset = SEGMENT_HEADER_BYTES;
         let mut batch_offset = offset;
         while offset < self.bytes.len() {
             let frame = match format::decode_frame(&self.bytes[offset..]) {
                 Ok(frame) => frame,
+                Err(_) if is_zeroed(&self.bytes[offset..]) && pending.is_empty() => {
+                    // Preallocated space never written: the end of the log, not damage.
+                    return Ok((None, offset));
+                }
                 Err(error) => {
+                    let detail = if is_zeroed(&self.bytes[offset..]) {
+                        "batch without its end record, followed by unwritten space".to_string()
+                    } else {
+                        error.to_string()
+                    };
                     let damage = Damaged {
                         batch_offset,
                         offset,
                         search_from: offset + 1,
                     };
-                    return self.bad_frame(state, damage, error.to_string());
+                    return self.bad_frame(state, damage, detail);
                 }
             };
             let location = Location {
@@ -403,7 +416,7 @@ impl<'a> SegmentScan<'a> {
             }
         }
         if pending.is_empty() {
-            return Ok(None);
+            return Ok((None, self.bytes.len()));
         }
         let detail = "batch without its end record (write cut at a record boundary)";
         let damage = Damaged {
@@ -436,7 +449,7 @@ impl<'a> SegmentScan<'a> {
         state: &ReplayState,
         damage: Damaged,
         detail: String,
-    ) -> Result<Option<TornTail>> {
+    ) -> Result<(Option<TornTail>, usize)> {
         let Damaged {
             batch_offset,
             offset,
@@ -445,13 +458,22 @@ impl<'a> SegmentScan<'a> {
         let expected = state.last_index() + 1;
         let valid_after = last_entry_after(self.bytes, search_from);
         if self.newest && valid_after.is_none() {
-            return Ok(Some(TornTail {
+            // What was written from the batch on: up to the last non-zero byte, not through
+            // the preallocated space after it.
+            let written_end = self
+                .bytes
+                .iter()
+                .rposition(|&byte| byte != 0)
+                .map_or(0, |last| last + 1)
+                .max(batch_offset);
+            let torn = TornTail {
                 file: self.segment.path.clone(),
                 offset: batch_offset as u64,
-                bytes: (self.bytes.len() - batch_offset) as u64,
+                bytes: (written_end - batch_offset) as u64,
                 index: expected,
                 detail: format!("at byte offset {offset}: {detail}"),
-            }));
+            };
+            return Ok((Some(torn), batch_offset));
         }
         let last_affected = match (valid_after, self.next_first_index) {
             (Some((_, Some(index))), _) => index.saturating_sub(1),
@@ -470,6 +492,12 @@ impl<'a> SegmentScan<'a> {
             format!("{detail} ({where_})"),
         ))
     }
+}
+
+/// Whether every byte is zero: space allocated ahead but never written (type 0 is never
+/// a valid record, so a frame cannot start there).
+fn is_zeroed(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&byte| byte == 0)
 }
 
 /// Looks for any valid frame at or after `from`. Returns its offset and the first entry
