@@ -83,7 +83,9 @@
 //! 1. Create `snap-<index>-<term>.snap.<n>.tmp` (new, unique).
 //! 2. Append the header, then the entries through a buffer of [`WRITE_BUFFER_BYTES`]
 //!    (each full buffer is one append; the body CRC is computed as it goes), then the
-//!    footer. Limits, key order and `key_count` are checked on the way; on any error the
+//!    footer. Every [`SYNC_INTERVAL_BYTES`] the file is fdatasync'd and the writer sleeps
+//!    if it is ahead of [`WRITE_BYTES_PER_SECOND_MAX`], so the snapshot never floods the
+//!    disk the WAL syncs on. Limits, key order and `key_count` are checked on the way; on any error the
 //!    temporary file is deleted and nothing else changed.
 //! 3. `fdatasync` the temporary file (its data and size are durable).
 //! 4. Rename it to `snap-<index>-<term>.snap` (atomic within the directory).
@@ -91,10 +93,14 @@
 //!    leaves the previous set of snapshots plus at most a `.tmp` file (deleted on open) or,
 //!    if the rename reached the disk, the complete new file (its data was synced in step
 //!    3): never a partial file under a snapshot name.
-//! 6. Retention: delete snapshot files beyond the newest `kept` (by index), oldest first,
-//!    never the one just written, then fsync the directory. A crash here leaves extra old
-//!    snapshots, deleted by the next retention. (An older snapshot committed after newer
-//!    ones, by a concurrent write, is kept too: `kept + 1` files until the next one.)
+//! 6. Retention: rename snapshot files beyond the newest `kept` (by index), oldest first,
+//!    never the one just written, to temporary names and fsync the directory (from here
+//!    on they are gone: a crash leaves `.tmp` files, deleted on open); then delete them a
+//!    few MiB at a time ([`crate::wal::fs::remove_gradually`]: unlinking a large file in
+//!    one go stalls the WAL's fdatasyncs on the same file system) and fsync the directory.
+//!    A crash before the first rename leaves extra old snapshots, deleted by the next
+//!    retention. (An older snapshot committed after newer ones, by a concurrent write, is
+//!    kept too: `kept + 1` files until the next one.)
 //!
 //! # INSTALL ([`SnapshotDir::receive`], [`Incoming`])
 //!
@@ -173,7 +179,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::raft::{Index, SnapshotMeta, Term};
-use crate::wal::fs::{FileSystem, StdFs};
+use crate::wal::fs::{FileSystem, StdFs, remove_gradually};
 use crate::{Error, Result};
 
 pub use read::{list_dir, verify};
@@ -202,6 +208,17 @@ pub const FILE_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
 pub const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 /// Read buffer for verify and load: 1 MiB sequential reads.
 pub const READ_BUFFER_BYTES: usize = 1024 * 1024;
+/// A snapshot being written is made durable every this many bytes (see WRITE_RATE_MAX).
+pub const SYNC_INTERVAL_BYTES: u64 = 1024 * 1024;
+/// The fastest a snapshot file is written, in bytes per second: the writer sleeps when it
+/// gets ahead. Snapshots have no deadline; the WAL's fdatasyncs, which clients wait on,
+/// share the disk with them. Measured on the development machine (a disk that writes
+/// about 430 MB/s): while a 1 MiB-at-a-time writer ran flat out, a small WAL append +
+/// fdatasync had p99 2-7 ms; capped at 50 MB/s, p99 0.7 ms (0.3 ms with no writer).
+/// At 64 MiB/s a 1,000,000-key snapshot (122 MiB) takes about 2 s.
+pub const WRITE_BYTES_PER_SECOND_MAX: u64 = 64 * 1024 * 1024;
+/// Pause between the steps of deleting an old snapshot file, for the same reason.
+const REMOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// A snapshot file on disk.
 #[derive(Clone, Debug)]
@@ -399,15 +416,28 @@ impl Shared {
         }
         snapshots.sort();
         let excess = snapshots.len() - self.kept;
+        let mut doomed = Vec::new();
         for (_, _, name) in snapshots.iter().take(excess) {
             let path = self.dir.join(name);
             if path == keep {
                 continue;
             }
-            match self.file_system.remove_file(&path) {
+            let temporary = write::temporary_path(&self.dir, name);
+            match self.file_system.rename(&path, &temporary) {
+                Ok(()) => doomed.push((path, temporary)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(Error::io("rename", &path, error)),
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        self.sync_dir()?;
+        for (path, temporary) in doomed {
+            match remove_gradually(self.file_system.as_ref(), &temporary, REMOVE_PAUSE) {
                 Ok(()) => tracing::info!(file = %path.display(), "deleted an old snapshot"),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(Error::io("remove", &path, error)),
+                Err(error) => return Err(Error::io("remove", &temporary, error)),
             }
         }
         self.sync_dir()

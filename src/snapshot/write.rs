@@ -3,9 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::format::{self, Footer, Header};
-use super::{Shared, SnapshotInfo, WRITE_BUFFER_BYTES};
+use super::{
+    SYNC_INTERVAL_BYTES, Shared, SnapshotInfo, WRITE_BUFFER_BYTES, WRITE_BYTES_PER_SECOND_MAX,
+};
 use crate::raft::SnapshotMeta;
 use crate::wal::fs::WalFile;
 use crate::{Error, Result};
@@ -82,13 +85,9 @@ struct BodyWriter<'p> {
     buffer: Vec<u8>,
     written_bytes: u64,
     synced_bytes: u64,
+    /// When writing began, for the rate cap.
+    started: Instant,
 }
-
-/// The body is made durable in steps of this many bytes as it is written, not all at the
-/// end: a single fdatasync of a large snapshot makes the WAL's small fdatasyncs on the same
-/// file system wait behind it (the file system's journal orders them), which stalls writes
-/// for as long as the flush takes. Small steps bound that stall.
-const SYNC_INTERVAL_BYTES: u64 = 4 * 1024 * 1024;
 
 impl<'p> BodyWriter<'p> {
     fn new(file: Box<dyn WalFile>, path: &'p Path) -> BodyWriter<'p> {
@@ -98,6 +97,7 @@ impl<'p> BodyWriter<'p> {
             buffer: Vec::with_capacity(WRITE_BUFFER_BYTES),
             written_bytes: 0,
             synced_bytes: 0,
+            started: Instant::now(),
         }
     }
 
@@ -118,8 +118,18 @@ impl<'p> BodyWriter<'p> {
         result?;
         if self.written_bytes - self.synced_bytes >= SYNC_INTERVAL_BYTES {
             self.sync()?;
+            self.pace();
         }
         Ok(())
+    }
+
+    /// Sleeps while the bytes written are ahead of [`WRITE_BYTES_PER_SECOND_MAX`].
+    fn pace(&self) {
+        let due =
+            Duration::from_secs_f64(self.written_bytes as f64 / WRITE_BYTES_PER_SECOND_MAX as f64);
+        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+            std::thread::sleep(ahead);
+        }
     }
 
     /// Encodes every entry, checking limits, key order and the count; returns the footer.
