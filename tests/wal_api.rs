@@ -152,12 +152,53 @@ fn prefix_truncation_deletes_whole_segments_and_keeps_state() {
         assert_eq!(wal.first_index(), 41);
         assert_eq!(wal.entries(41, 60).unwrap(), entries(41, 60, 1));
         assert!(wal.entries(40, 41).is_err());
+        let kept: Vec<_> = wal.segments().iter().map(|s| s.path.clone()).collect();
+        drop(wal);
+        // Dropping waits for the background deleter: only the kept segments are left.
+        let mut files: Vec<_> = std::fs::read_dir(temp.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        files.sort();
+        assert_eq!(files, kept);
     }
     let (wal, recovered) = reopen(temp.path(), small_segments());
     assert_eq!(recovered.hard_state, state);
     assert_eq!(recovered.base, Some((40, 1)));
     assert_eq!(recovered.entries, entries(41, 60, 1));
     assert_eq!((wal.first_index(), wal.last_index()), (41, 60));
+}
+
+#[test]
+fn a_dropped_segment_left_behind_by_a_crash_is_deleted_on_open_and_never_replayed() {
+    let temp = tempfile::tempdir().unwrap();
+    {
+        let (mut wal, _) = reopen(temp.path(), small_segments());
+        for index in 1..=60 {
+            wal.save(None, &[entry(index, 1)]).unwrap();
+        }
+    }
+    // As if the process died right after the rename that drops the oldest segment (the
+    // compaction record is written first, so the log no longer needs it).
+    {
+        let (mut wal, _) = reopen(temp.path(), small_segments());
+        wal.append(&[Record::Compact { index: 40, term: 1 }])
+            .unwrap();
+    }
+    let oldest = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .min()
+        .unwrap();
+    let mut dead = oldest.clone().into_os_string();
+    dead.push(".dead.tmp");
+    std::fs::rename(&oldest, &dead).unwrap();
+    let (wal, recovered) = reopen(temp.path(), small_segments());
+    assert_eq!(recovered.base, Some((40, 1)));
+    assert_eq!(recovered.entries, entries(41, 60, 1));
+    assert_eq!(wal.first_index(), 41);
+    assert!(!std::path::Path::new(&dead).exists(), "deleted on open");
 }
 
 #[test]

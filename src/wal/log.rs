@@ -30,6 +30,64 @@ pub struct Wal {
     state: ReplayState,
     poisoned: bool,
     buffer: Vec<u8>,
+    /// Deletes dead segments in the background (TRUNCATION).
+    deleter: Deleter,
+}
+
+/// A thread that deletes dead segment files a few MiB at a time
+/// ([`super::fs::remove_gradually`]), so compaction does not stall the caller (the raft
+/// driver) for the tens of milliseconds that freeing a 64 MiB file takes. Started on first
+/// use; [`Wal`]'s drop waits for it to finish.
+#[derive(Debug, Default)]
+struct Deleter {
+    sender: Option<std::sync::mpsc::Sender<PathBuf>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Pause between the steps of deleting a dead segment.
+const DELETE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
+impl Deleter {
+    fn delete(&mut self, path: PathBuf) {
+        if self.sender.is_none() {
+            let (sender, receiver) = std::sync::mpsc::channel::<PathBuf>();
+            let spawned = std::thread::Builder::new()
+                .name("wal-deleter".into())
+                .spawn(move || {
+                    for path in receiver {
+                        // StdFs, not the WAL's file system: a failure here loses nothing
+                        // (the file is already out of the log and `open` deletes it).
+                        let result = super::fs::remove_gradually(&super::fs::StdFs, &path, DELETE_PAUSE);
+                        if let Err(error) = result {
+                            tracing::warn!(file = %path.display(), %error, "could not delete a dead WAL segment; it is deleted on the next open");
+                        }
+                    }
+                });
+            match spawned {
+                Ok(thread) => {
+                    self.sender = Some(sender);
+                    self.thread = Some(thread);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot start the WAL deleter thread; deleting in place");
+                    let _ = std::fs::remove_file(&path);
+                    return;
+                }
+            }
+        }
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(path);
+        }
+    }
+}
+
+impl Drop for Deleter {
+    fn drop(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Wal {
@@ -55,6 +113,7 @@ impl Wal {
             state,
             poisoned: false,
             buffer: Vec::new(),
+            deleter: Deleter::default(),
         };
         let repaired = match replayed.torn {
             Some(torn) if wal.options.read_only => Some(format!(
@@ -441,8 +500,9 @@ impl Wal {
         self.delete_sealed_segments(upto)
     }
 
-    /// Deletes sealed segments, oldest first, while every entry in them is <= `upto`; a
-    /// directory fsync after each delete keeps the surviving segments a contiguous run.
+    /// Drops sealed segments, oldest first, while every entry in them is <= `upto`: each
+    /// is renamed to a temporary name, then the directory fsync'd (so the surviving
+    /// segments are always a contiguous run), and the file is deleted in the background.
     fn delete_sealed_segments(&mut self, upto: Index) -> Result<()> {
         while self.segments.len() > 1 {
             let next_first_index = self.segments[1].first_index;
@@ -450,14 +510,18 @@ impl Wal {
                 break;
             }
             let path = self.segments[0].path.clone();
+            let mut dead = path.clone().into_os_string();
+            dead.push(format!(".dead{}", format::TEMPORARY_SUFFIX));
+            let dead = PathBuf::from(dead);
             self.fs
-                .remove_file(&path)
-                .map_err(|error| Error::io("remove segment", &path, error))?;
+                .rename(&path, &dead)
+                .map_err(|error| Error::io("rename segment", &path, error))?;
             self.segments.remove(0);
             if let Err(error) = self.sync_dir() {
                 self.poisoned = true;
                 return Err(error);
             }
+            self.deleter.delete(dead);
         }
         Ok(())
     }

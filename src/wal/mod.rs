@@ -40,7 +40,8 @@
 //! File name: `<sequence>-<first_index>.wal`, both as 20-digit zero-padded decimals (e.g.
 //! `00000000000000000003-00000000000000001025.wal`), so a name sort is log order. The name
 //! must agree with the header. `*.wal.tmp` is a segment being created (deleted on open);
-//! `torn-<segment stem>-<offset>.bin` holds bytes cut off by a torn-tail repair.
+//! `torn-<segment stem>-<offset>.bin` holds bytes cut off by a torn-tail repair;
+//! `*.wal.dead.tmp` is a dropped segment being deleted (TRUNCATION; deleted on open).
 //!
 //! Every segment starts with a batch of **start records**: the current hard state, and
 //! (if the log has a snapshot base) a `Compact` record naming it. So after older segments
@@ -128,15 +129,21 @@
 //!   **commit point** is that batch's fdatasync. No file is changed in place: replay
 //!   applies the truncation. `from` must be above the snapshot base.
 //! - **Reset** (snapshot install): one batch holding `Reset{index, term}`; **commit
-//!   point**: its fdatasync. Then the sealed segments are deleted, oldest first, with a
-//!   directory fsync after each (they are dead: replay of the active segment alone ends
-//!   with the reset). A crash in between leaves a few dead segments, still replayed
-//!   correctly (the `Reset` discards them) and deleted next time.
+//!   point**: its fdatasync. Then the sealed segments are dropped, oldest first (they are
+//!   dead: replay of the active segment alone ends with the reset). A crash in between
+//!   leaves a few dead segments, still replayed correctly (the `Reset` discards them) and
+//!   dropped next time.
 //! - **Prefix** (compaction after a snapshot at `upto`): one batch holding
 //!   `Compact{upto, term}`; **commit point**: its fdatasync. Then sealed segments whose
-//!   entries are all `<= upto` (the next segment's `first_index - 1 <= upto`) are deleted
-//!   oldest first, with a directory fsync after each, so the survivors are always a
-//!   contiguous run of sequences. The active segment is never deleted.
+//!   entries are all `<= upto` (the next segment's `first_index - 1 <= upto`) are dropped
+//!   oldest first, so the survivors are always a contiguous run of sequences. The active
+//!   segment is never dropped.
+//!
+//! **Dropping a segment**: rename it to `<name>.wal.dead.tmp`, then fsync the directory;
+//! from then on it is not part of the log (open deletes every `*.tmp`). A background
+//! thread then deletes the file a few MiB at a time ([`fs::remove_gradually`]): freeing a
+//! 64 MiB file in one go took about 20 ms here, a stall for the caller and, through the
+//! file system's journal, for every concurrent fdatasync.
 //!
 //! # RECOVERY ([`Wal::open`])
 //!
