@@ -162,7 +162,8 @@ impl Driver {
             term,
             voters: self.parts.voters.clone(),
         };
-        self.parts.raft.compact(meta)?;
+        let dropped = self.parts.raft.compact(meta)?;
+        drop_elsewhere(dropped);
         self.parts.wal.truncate_prefix(index)?;
         self.parts
             .metrics
@@ -228,6 +229,21 @@ impl Driver {
         self.snapshots.latest = Some(info);
         self.snapshots.bytes_since = 0;
         Ok(())
+    }
+}
+
+/// Frees compacted log entries on a short-lived thread: dropping the ~100,000 commands
+/// a busy node compacts at a time took 27 ms on the driver thread (one `free` each, of
+/// memory allocated on the HTTP threads), a stall every client would wait out.
+fn drop_elsewhere(entries: Vec<crate::raft::Entry>) {
+    if entries.len() < 1024 {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("compacted".into())
+        .spawn(move || drop(entries));
+    if let Err(error) = spawned {
+        tracing::debug!(%error, "freeing compacted entries in place");
     }
 }
 

@@ -246,10 +246,12 @@ impl RaftLog {
     }
 
     /// Drop entries up to the snapshot's index (it must be held, applied and durable).
-    pub(crate) fn compact(&mut self, snapshot: SnapshotMeta) {
+    /// Returns them, so the caller decides where the memory is freed.
+    pub(crate) fn compact(&mut self, snapshot: SnapshotMeta) -> Vec<Entry> {
         let drop = (snapshot.index - self.snapshot.index) as usize;
-        self.entries.drain(..drop);
+        let kept = self.entries.split_off(drop);
         self.snapshot = snapshot;
+        std::mem::replace(&mut self.entries, kept)
     }
 }
 
