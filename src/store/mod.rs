@@ -31,10 +31,11 @@
 //!
 //! # Point-in-time views
 //!
-//! [`Store::view`] copies the map in O(shards) (see [`map`]): the copy shares every entry
-//! until the live map writes to a shard. A snapshot is serialized from such a view on
-//! another thread while the driver keeps applying writes. Keys are `Arc<str>` and values
-//! `Bytes`, so copying a shard copies pointers, not key and value bytes.
+//! [`Store::view`] copies the map in O(1) (see [`map`]): the copy shares every node of the
+//! tree until the live map writes, and a write then copies only the nodes on its path. A
+//! snapshot is serialized from such a view on another thread while the driver keeps
+//! applying writes. Keys are `Arc<str>` and values `Bytes`, so copying a node copies
+//! pointers, not key and value bytes.
 //!
 //! # Implementation caveats
 //!
@@ -182,8 +183,8 @@ impl Store {
         &self.data
     }
 
-    /// A point-in-time copy of the map and the index it reflects, in O(shards) (see the
-    /// module doc): later writes to the store do not show in it.
+    /// A point-in-time copy of the map and the index it reflects, in O(1) (see the module
+    /// doc): later writes to the store do not show in it.
     pub fn view(&self) -> (Map, Index) {
         (self.data.clone(), self.applied_index)
     }
