@@ -4,7 +4,10 @@
 //! 1. restart time of a node holding `KEYS` keys of 100-byte values with a compacted log:
 //!    from `Node::start` until it is leader with everything applied (ready to serve);
 //! 2. write latency (p50, p99) of concurrent writers without a snapshot, and while
-//!    snapshots of that size are taken back to back.
+//!    snapshots of that size are taken back to back: three 4-second windows of each,
+//!    alternating, merged per kind (the disk's latency drifts on a shared machine, so
+//!    only windows close in time compare fairly), each starting once background deletes
+//!    of the previous window are done.
 //!
 //! ```sh
 //! cargo run --release --example snapshot_restart            # 1,000,000 keys
@@ -131,6 +134,52 @@ async fn write_latencies(
     all
 }
 
+/// Write latencies while snapshots are taken back to back for `window`; the snapshots
+/// taken (duration, file size).
+async fn with_snapshots(
+    handle: &NodeHandle,
+    keys: usize,
+    window: Duration,
+) -> (hdrhistogram::Histogram<u64>, Vec<(Duration, u64)>) {
+    let snapshotting = Arc::new(AtomicBool::new(true));
+    let snapshots = {
+        let (handle, running) = (handle.clone(), snapshotting.clone());
+        tokio::spawn(async move {
+            let mut taken = Vec::new();
+            while running.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let info = handle
+                    .take_snapshot(Duration::from_secs(300))
+                    .await
+                    .expect("snapshot");
+                taken.push((started.elapsed(), info.file_bytes));
+            }
+            taken
+        })
+    };
+    let histogram = write_latencies(handle, keys, window).await;
+    snapshotting.store(false, Ordering::Relaxed);
+    (histogram, snapshots.await.expect("snapshot task"))
+}
+
+/// Waits until the WAL and snapshot directories hold no files being deleted in the
+/// background (dropped segments, old snapshots), so a window starts on a quiet disk.
+async fn wait_for_background_deletes(node_dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let busy = || {
+        ["wal", "snapshots"].iter().any(|sub| {
+            std::fs::read_dir(node_dir.join(sub)).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|entry| entry.file_name().to_string_lossy().ends_with(".tmp"))
+            })
+        })
+    };
+    while busy() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn report(name: &str, histogram: &hdrhistogram::Histogram<u64>, seconds: f64) {
     println!(
         "{name:<28} {:>8.0} writes/s  p50 {:>6} µs  p99 {:>6} µs  max {:>7} µs",
@@ -182,29 +231,27 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let measure = Duration::from_secs(5);
-    let quiet = write_latencies(&node.handle, keys, measure).await;
-    let snapshotting = Arc::new(AtomicBool::new(true));
-    let snapshots = {
-        let (handle, running) = (node.handle.clone(), snapshotting.clone());
-        tokio::spawn(async move {
-            let mut taken = Vec::new();
-            while running.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let info = handle
-                    .take_snapshot(Duration::from_secs(300))
-                    .await
-                    .expect("snapshot");
-                taken.push((started.elapsed(), info.file_bytes));
-            }
-            taken
-        })
-    };
-    let busy = write_latencies(&node.handle, keys, measure).await;
-    snapshotting.store(false, Ordering::Relaxed);
-    let taken = snapshots.await.expect("snapshot task");
-    report("writes, no snapshot", &quiet, measure.as_secs_f64());
-    report("writes, snapshots running", &busy, measure.as_secs_f64());
+    wait_for_background_deletes(&dir.join("n1")).await;
+
+    // Alternate windows without and with snapshots running, so both see the same disk
+    // (whose latency drifts on a shared machine), and merge each kind.
+    let window = Duration::from_secs(4);
+    let rounds = 3;
+    let mut quiet = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let mut busy = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let mut taken = Vec::new();
+    for _ in 0..rounds {
+        quiet
+            .add(write_latencies(&node.handle, keys, window).await)
+            .expect("merge");
+        let (histogram, snapshots) = with_snapshots(&node.handle, keys, window).await;
+        busy.add(histogram).expect("merge");
+        taken.extend(snapshots);
+        wait_for_background_deletes(&dir.join("n1")).await;
+    }
+    let seconds = (window * rounds).as_secs_f64();
+    report("writes, no snapshot", &quiet, seconds);
+    report("writes, snapshots running", &busy, seconds);
     for (elapsed, bytes) in &taken {
         println!(
             "snapshot of {:.0} MiB took {:.2} s",
