@@ -148,7 +148,8 @@ impl Driver {
             Event::Propose { command, reply } => self.propose(command, reply),
             Event::Read { reply } => self.read(reply),
             Event::TakeSnapshot { reply } => {
-                self.snapshots.waiters.push(reply);
+                let applied = self.store_applied_index();
+                self.snapshots.waiters.push((applied, reply));
                 self.maybe_snapshot(true);
             }
             Event::SnapshotDone(result) => self.snapshot_done(result)?,

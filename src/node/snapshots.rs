@@ -68,8 +68,9 @@ pub(super) struct SnapshotState {
     pub bytes_since: u64,
     /// A snapshot is being written in the background.
     pub running: bool,
-    /// Operators waiting for the next snapshot (`POST /admin/snapshot`).
-    pub waiters: Vec<oneshot::Sender<Result<SnapshotInfo>>>,
+    /// Operators waiting for a snapshot (`POST /admin/snapshot`), each with the applied
+    /// index when it asked: a snapshot that started earlier does not answer it.
+    pub waiters: Vec<(u64, oneshot::Sender<Result<SnapshotInfo>>)>,
 }
 
 impl SnapshotState {
@@ -145,6 +146,10 @@ impl Driver {
         let catch_up = self.parts.snapshot_policy.catch_up_entries;
         self.compact(info.meta.index.saturating_sub(catch_up))?;
         self.answer_snapshot_waiters(Ok(info));
+        if !self.snapshots.waiters.is_empty() {
+            // Asked for while this one was being written: take the next one now.
+            self.maybe_snapshot(true);
+        }
         Ok(())
     }
 
@@ -172,8 +177,17 @@ impl Driver {
         Ok(())
     }
 
+    /// Answers the waiters `result` covers: on success those that asked at or before its
+    /// index (the others wait for the next one), on failure all.
     fn answer_snapshot_waiters(&mut self, result: Result<SnapshotInfo>) {
-        for waiter in self.snapshots.waiters.drain(..) {
+        let (answered, waiting) = std::mem::take(&mut self.snapshots.waiters)
+            .into_iter()
+            .partition(|(asked_at, _)| match &result {
+                Ok(info) => *asked_at <= info.meta.index,
+                Err(_) => true,
+            });
+        self.snapshots.waiters = waiting;
+        for (_, waiter) in answered {
             let answer = match &result {
                 Ok(info) => Ok(info.clone()),
                 Err(error) => Err(Error::Unavailable(format!("snapshot failed: {error}"))),
