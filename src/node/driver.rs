@@ -111,12 +111,7 @@ impl Driver {
             while self.parts.raft.has_ready() {
                 self.handle_ready()?;
             }
-            self.publish_status();
-            // Answer only now, so a client that got its answer sees at least that state in
-            // /raft/status, and outside the store lock so woken readers do not wait on it.
-            for (reply, result) in self.replies.drain(..) {
-                let _ = reply.send(result);
-            }
+            self.answer();
         }
         tracing::info!("driver stopped on request");
         Ok(())
@@ -212,6 +207,16 @@ impl Driver {
         }
     }
 
+    /// Publishes the status, then answers the proposals applied so far: only now, so a
+    /// client that got its answer sees at least that state in /raft/status, and outside the
+    /// store lock so woken readers do not wait on it.
+    fn answer(&mut self) {
+        self.publish_status();
+        for (reply, result) in self.replies.drain(..) {
+            let _ = reply.send(result);
+        }
+    }
+
     /// Handles one `Ready` in the order the node module doc describes.
     fn handle_ready(&mut self) -> Result<()> {
         let ready = self.parts.raft.ready();
@@ -219,9 +224,17 @@ impl Driver {
         if let Some(meta) = &ready.snapshot {
             self.install_snapshot(meta)?;
         }
+        // The core hands out only committed entries that are already durable here, so they
+        // need not wait for this ready's fsync (of newer entries): apply them and answer
+        // their clients first. Under load this took a whole fsync off every write's latency.
+        self.apply(ready.committed_entries);
+        self.confirm_reads(ready.read_states, ready.aborted_reads);
         let must_save = !ready.entries.is_empty() || ready.snapshot.is_some();
         let hard_state = self.hard_state_to_save(ready.hard_state, must_save);
         if hard_state.is_some() || !ready.entries.is_empty() {
+            if !self.replies.is_empty() {
+                self.answer();
+            }
             let started = Instant::now();
             self.parts.wal.save(hard_state.as_ref(), &ready.entries)?;
             self.parts
@@ -237,8 +250,6 @@ impl Driver {
         if let Some(last) = ready.entries.last() {
             self.parts.raft.persisted(last.index, last.term);
         }
-        self.apply(ready.committed_entries);
-        self.confirm_reads(ready.read_states, ready.aborted_reads);
         Ok(())
     }
 

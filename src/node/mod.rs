@@ -17,14 +17,17 @@
 //! 3. While the core has a `Ready`, handle it in four steps:
 //!    - send `messages` at once (the leader's appends go out before its own fsync, so
 //!      followers persist in parallel with it, thesis §10.2.1);
+//!    - apply committed entries to the store and complete the linearizable reads whose
+//!      read index is now applied; then, if a save follows, publish the status and answer
+//!      the proposals applied. The core hands out only committed entries that are already
+//!      durable on this node, so they never wait for the fsync below, which is of newer
+//!      entries;
 //!    - persist hard state and entries in **one** WAL write and **one** fdatasync. Every
 //!      proposal that arrived while the previous fsync ran is in this batch: that is the
 //!      group commit;
 //!    - only then send `persisted_messages` (vote and append responses, thesis §3.8) and
 //!      tell the core what is durable (the leader counts itself toward the quorum only
-//!      now);
-//!    - apply committed entries to the store, complete the waiting proposals, and complete
-//!      the linearizable reads whose read index is now applied.
+//!      now).
 //!
 //! # Failure
 //!
