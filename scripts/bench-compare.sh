@@ -63,11 +63,16 @@ run_wrk() { # round scenario target op
   text=$(wrk -t1 -c64 -d"${seconds}s" --latency -s "$(lua_of "$3" "$4")" "$(url_of "$3")")
   python3 -c 'import json,re,sys
 t=sys.argv[4]
-def ms(s):
-    v=float(re.match(r"[\d.]+",s).group()); u=s[len(re.match(r"[\d.]+",s).group()):]
-    return v*{"us":0.001,"ms":1,"s":1000}[u]
-rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
-p50=ms(re.search(r"50%\s+(\S+)",t).group(1)); p99=ms(re.search(r"99%\s+(\S+)",t).group(1))
+def ms(pattern):
+    m=re.search(pattern,t)
+    n=m and re.match(r"([\d.]+)(us|ms|s)$",m.group(1))
+    if not n:
+        sys.stderr.write("unparsable wrk output for %s:\n%s\n" % (pattern, t))
+        return None
+    return float(n.group(1))*{"us":0.001,"ms":1,"s":1000}[n.group(2)]
+m=re.search(r"Requests/sec:\s+([\d.]+)",t)
+rps=float(m.group(1)) if m else 0.0
+p50=ms(r"50%\s+(\S+)"); p99=ms(r"99%\s+(\S+)")
 bad=re.search(r"Non-2xx or 3xx responses: (\d+)",t); err=re.search(r"Socket errors: (.*)",t)
 print(json.dumps({"round":int(sys.argv[1]),"scenario":sys.argv[2],"target":sys.argv[3],"tool":"wrk",
   "throughput":rps,"p50":p50,"p99":p99,"errors":int(bad.group(1)) if bad else 0,"socket":err.group(1) if err else ""}))' \
@@ -89,7 +94,7 @@ python3 - "$results" <<'PY'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 def med(scenario, target, tool, field):
-    values = [r[field] for r in rows if (r["scenario"], r["target"], r["tool"]) == (scenario, target, tool)]
+    values = [r[field] for r in rows if (r["scenario"], r["target"], r["tool"]) == (scenario, target, tool) and r[field] is not None]
     return statistics.median(values) if values else float("nan")
 print(f"{'scenario':<10} {'tool':<6} {'metric':<12} {'kvstore':>10} {'etcd':>10} {'ceiling':>10} {'kv/etcd':>8} {'kv/ceil':>8}")
 for scenario, tools, metrics in [("put-1", ["kvctl"], ["p50", "throughput"]),
