@@ -34,7 +34,7 @@ start)
   done
   urls="http://127.0.0.1:$((base + 1)),http://127.0.0.1:$((base + 2)),http://127.0.0.1:$((base + 3))"
   for _ in $(seq 100); do
-    if ETCDCTL_API=3 etcdctl --endpoints "$urls" endpoint status 2>/dev/null | grep -q true; then
+    if ETCDCTL_API=3 etcdctl --dial-timeout 1s --command-timeout 1s --endpoints "$urls" endpoint status 2>/dev/null | grep -q true; then
       echo "$urls"
       exit 0
     fi
