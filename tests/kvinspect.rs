@@ -68,8 +68,9 @@ fn segment_files(path: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn all_bytes(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(path.join("wal"))
+/// Every file of `dir` with its bytes, sorted: to show kvinspect changed nothing.
+fn dir_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| {
             let path = entry.unwrap().path();
@@ -140,11 +141,11 @@ fn entries_as_text_and_json() {
 fn verify_passes_on_a_clean_log_while_the_node_holds_the_lock() {
     let temp = tempfile::tempdir().unwrap();
     let _locked = populated(temp.path());
-    let before = all_bytes(temp.path());
+    let before = dir_bytes(&temp.path().join("wal"));
     let output = kvinspect(temp.path(), &["verify"]);
     assert!(output.status.success(), "{output:?}");
     assert!(stdout(&output).starts_with("ok:"));
-    assert_eq!(all_bytes(temp.path()), before);
+    assert_eq!(dir_bytes(&temp.path().join("wal")), before);
 }
 
 #[test]
@@ -156,7 +157,7 @@ fn verify_fails_on_corruption_naming_file_offset_and_indexes() {
     let at = bytes.len() - 3;
     bytes[at] ^= 0x20;
     std::fs::write(&sealed, bytes).unwrap();
-    let before = all_bytes(temp.path());
+    let before = dir_bytes(&temp.path().join("wal"));
     let output = kvinspect(temp.path(), &["verify"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let text = stdout(&output);
@@ -170,7 +171,11 @@ fn verify_fails_on_corruption_naming_file_offset_and_indexes() {
         "{text}"
     );
     assert!(kvinspect(temp.path(), &["summary"]).status.success());
-    assert_eq!(all_bytes(temp.path()), before, "kvinspect changed nothing");
+    assert_eq!(
+        dir_bytes(&temp.path().join("wal")),
+        before,
+        "kvinspect changed nothing"
+    );
 }
 
 #[test]
@@ -184,14 +189,18 @@ fn verify_reports_a_torn_tail_without_repairing_it() {
     let last_written = bytes.iter().rposition(|&byte| byte != 0).unwrap();
     bytes[last_written - 3..=last_written].fill(0);
     std::fs::write(&newest, bytes).unwrap();
-    let before = all_bytes(temp.path());
+    let before = dir_bytes(&temp.path().join("wal"));
     let output = kvinspect(temp.path(), &["verify"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(stdout(&output).contains("TORN TAIL"), "{}", stdout(&output));
     let output = kvinspect(temp.path(), &["entries", "--from", "28"]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(stdout(&output).lines().count(), 2, "entry 30 was torn off");
-    assert_eq!(all_bytes(temp.path()), before, "no repair, no torn-*.bin");
+    assert_eq!(
+        dir_bytes(&temp.path().join("wal")),
+        before,
+        "no repair, no torn-*.bin"
+    );
 }
 
 #[test]
@@ -221,19 +230,6 @@ fn with_snapshots(data_dir: &DataDir) -> Vec<PathBuf> {
     let leftover = data_dir.snapshot_dir().join("snap-x.snap.1.tmp");
     std::fs::write(leftover, b"half a snapshot").unwrap();
     paths
-}
-
-fn snapshot_bytes(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(path.join("snapshots"))
-        .unwrap()
-        .map(|entry| {
-            let path = entry.unwrap().path();
-            let bytes = std::fs::read(&path).unwrap();
-            (path, bytes)
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
@@ -291,7 +287,7 @@ fn verify_fails_on_a_damaged_snapshot_naming_file_and_offset_and_changes_nothing
     let at = bytes.len() - 20;
     bytes[at] ^= 0x01;
     std::fs::write(&paths[1], &bytes).unwrap();
-    let before = snapshot_bytes(temp.path());
+    let before = dir_bytes(&temp.path().join("snapshots"));
     let output = kvinspect(temp.path(), &["verify"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let text = stdout(&output);
@@ -312,7 +308,7 @@ fn verify_fails_on_a_damaged_snapshot_naming_file_and_offset_and_changes_nothing
     assert!(text.lines().next().unwrap().contains("DAMAGED"), "{text}");
     assert!(stdout(&kvinspect(temp.path(), &["summary"])).contains("snapshots:   2 (1 valid)"));
     assert_eq!(
-        snapshot_bytes(temp.path()),
+        dir_bytes(&temp.path().join("snapshots")),
         before,
         "kvinspect changed nothing"
     );

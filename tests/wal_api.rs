@@ -27,6 +27,25 @@ fn small_segments() -> Options {
     }
 }
 
+/// A log of entries `1..=last` (term 1), one save each, in small segments.
+fn filled(dir: &Path, last: u64) -> Wal {
+    let (mut wal, _) = reopen(dir, small_segments());
+    for index in 1..=last {
+        wal.save(None, &[entry(index, 1)]).unwrap();
+    }
+    wal
+}
+
+/// The oldest segment file in `dir`.
+fn oldest_segment(dir: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
+        .min()
+        .unwrap()
+}
+
 fn reopen(dir: &Path, options: Options) -> (Wal, kvstore::wal::Recovered) {
     Wal::open(dir, options).expect("reopen")
 }
@@ -102,10 +121,7 @@ fn conflicting_suffix_is_replaced_and_survives_reopen() {
 fn segments_rotate_and_reads_span_them() {
     let temp = tempfile::tempdir().unwrap();
     {
-        let (mut wal, _) = reopen(temp.path(), small_segments());
-        for index in 1..=60 {
-            wal.save(None, &[entry(index, 1)]).unwrap();
-        }
+        let wal = filled(temp.path(), 60);
         assert!(
             wal.segments().len() > 3,
             "{} segments",
@@ -172,25 +188,12 @@ fn prefix_truncation_deletes_whole_segments_and_keeps_state() {
 #[test]
 fn a_dropped_segment_left_behind_by_a_crash_is_deleted_on_open_and_never_replayed() {
     let temp = tempfile::tempdir().unwrap();
-    {
-        let (mut wal, _) = reopen(temp.path(), small_segments());
-        for index in 1..=60 {
-            wal.save(None, &[entry(index, 1)]).unwrap();
-        }
-    }
     // As if the process died right after the rename that drops the oldest segment (the
     // compaction record is written first, so the log no longer needs it).
-    {
-        let (mut wal, _) = reopen(temp.path(), small_segments());
-        wal.append(&[Record::Compact { index: 40, term: 1 }])
-            .unwrap();
-    }
-    let oldest = std::fs::read_dir(temp.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
-        .min()
+    filled(temp.path(), 60)
+        .append(&[Record::Compact { index: 40, term: 1 }])
         .unwrap();
+    let oldest = oldest_segment(temp.path());
     let mut dead = oldest.clone().into_os_string();
     dead.push(".dead.tmp");
     std::fs::rename(&oldest, &dead).unwrap();
@@ -205,10 +208,7 @@ fn a_dropped_segment_left_behind_by_a_crash_is_deleted_on_open_and_never_replaye
 fn reset_replaces_the_log() {
     let temp = tempfile::tempdir().unwrap();
     {
-        let (mut wal, _) = reopen(temp.path(), small_segments());
-        for index in 1..=30 {
-            wal.save(None, &[entry(index, 1)]).unwrap();
-        }
+        let mut wal = filled(temp.path(), 30);
         wal.reset(100, 7).unwrap();
         assert_eq!(wal.segments().len(), 1);
         assert_eq!(
@@ -338,10 +338,7 @@ fn large_commands_written_in_place_round_trip() {
 fn crash_between_truncation_record_and_segment_deletion() {
     let temp = tempfile::tempdir().unwrap();
     {
-        let (mut wal, _) = reopen(temp.path(), small_segments());
-        for index in 1..=60 {
-            wal.save(None, &[entry(index, 1)]).unwrap();
-        }
+        let mut wal = filled(temp.path(), 60);
         // The record alone, as if the process died before deleting anything.
         wal.append(&[Record::Compact { index: 40, term: 1 }])
             .unwrap();
@@ -352,12 +349,7 @@ fn crash_between_truncation_record_and_segment_deletion() {
         (recovered.base, recovered.entries),
         (Some((40, 1)), entries(41, 60, 1))
     );
-    let oldest = std::fs::read_dir(temp.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "wal"))
-        .min()
-        .unwrap();
+    let oldest = oldest_segment(temp.path());
     std::fs::remove_file(oldest).unwrap();
     let (mut wal, recovered) = reopen(temp.path(), small_segments());
     assert_eq!(recovered.entries, entries(41, 60, 1));
