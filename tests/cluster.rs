@@ -115,15 +115,7 @@ fn killed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
     }
     let old_term = cluster.status(leader).unwrap()["term"].as_u64().unwrap();
     cluster.kill(leader);
-    let survivors: Vec<usize> = (0..3).filter(|&index| index != leader).collect();
-    let new_leader = cluster.wait_for_leader(&survivors);
-    assert_ne!(new_leader, leader);
-    assert!(
-        cluster.status(new_leader).unwrap()["term"]
-            .as_u64()
-            .unwrap()
-            > old_term
-    );
+    cluster.wait_for_new_leader(leader, old_term);
     for number in 0..20 {
         let found = runtime
             .block_on(client.get(&format!("key{number}"), Consistency::Linearizable))

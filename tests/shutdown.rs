@@ -114,15 +114,7 @@ fn sigterm_on_leader_exits_zero_and_loses_no_acknowledged_write() {
         cluster.log(leader)
     );
 
-    let survivors: Vec<usize> = (0..3).filter(|&index| index != leader).collect();
-    let new_leader = cluster.wait_for_leader(&survivors);
-    assert_ne!(new_leader, leader);
-    assert!(
-        cluster.status(new_leader).unwrap()["term"]
-            .as_u64()
-            .unwrap()
-            > old_term
-    );
+    cluster.wait_for_new_leader(leader, old_term);
     // Let the writer succeed against the new leader too, then stop it.
     let acked_before = acked_during.load(Ordering::Relaxed);
     wait_until_acked(&acked_during, acked_before + 5);

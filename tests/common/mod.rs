@@ -324,6 +324,17 @@ impl TestCluster {
         }
     }
 
+    /// Waits for the nodes other than `old` (of three) to agree on a new leader in a term
+    /// after `old_term`, and returns it.
+    pub fn wait_for_new_leader(&mut self, old: usize, old_term: u64) -> usize {
+        let survivors: Vec<usize> = (0..3).filter(|&index| index != old).collect();
+        let new_leader = self.wait_for_leader(&survivors);
+        assert_ne!(new_leader, old);
+        let term = self.status(new_leader).unwrap()["term"].as_u64().unwrap();
+        assert!(term > old_term, "term {term} after {old_term}");
+        new_leader
+    }
+
     fn agreed_leader(&self, among: &[usize]) -> Option<usize> {
         let statuses: Vec<Value> = among
             .iter()
