@@ -181,12 +181,6 @@ impl Map {
         Iter::first(&self.tree.root)
     }
 
-    /// All entries in no particular order. Now the same as [`Map::iter`] (ordered iteration
-    /// costs nothing extra); kept for callers that do not need the order.
-    pub fn iter_unordered(&self) -> Iter<'_> {
-        self.iter()
-    }
-
     /// Entries with keys at or after `start`, in key order. Seeks in O(log n).
     pub fn range_from(&self, start: &str) -> Iter<'_> {
         Iter::seek(&self.tree.root, start)
@@ -933,7 +927,7 @@ mod tests {
         assert_eq!(keys("k01997"), ["k01998"]);
         assert!(keys("k01999").is_empty());
         assert_eq!(keys(""), ["k00000", "k00002", "k00004"]);
-        assert_eq!(map.iter_unordered().count(), 1000);
+        assert_eq!(map.iter().count(), 1000);
         let mut small = Map::new();
         assert_eq!(format!("{small:?}"), "{}");
         small.insert(Arc::from("a"), versioned(7));

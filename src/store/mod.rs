@@ -148,7 +148,7 @@ impl Store {
 
     /// Builds a store from a snapshot's contents.
     pub fn from_parts(data: Map, applied_index: Index) -> Store {
-        let state_hash = data.iter_unordered().fold(0u64, |hash, (key, versioned)| {
+        let state_hash = data.iter().fold(0u64, |hash, (key, versioned)| {
             hash.wrapping_add(key_hash(key, versioned))
         });
         Store {

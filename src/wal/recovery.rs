@@ -381,12 +381,13 @@ impl<'a> SegmentScan<'a> {
         while offset < self.bytes.len() {
             let frame = match format::decode_frame(&self.bytes[offset..]) {
                 Ok(frame) => frame,
-                Err(_) if is_zeroed(&self.bytes[offset..]) && pending.is_empty() => {
-                    // Preallocated space never written: the end of the log, not damage.
-                    return Ok((None, offset));
-                }
                 Err(error) => {
-                    let detail = if is_zeroed(&self.bytes[offset..]) {
+                    let zeroed = is_zeroed(&self.bytes[offset..]);
+                    if zeroed && pending.is_empty() {
+                        // Preallocated space never written: the end of the log, not damage.
+                        return Ok((None, offset));
+                    }
+                    let detail = if zeroed {
                         "batch without its end record, followed by unwritten space".to_string()
                     } else {
                         error.to_string()
