@@ -85,8 +85,8 @@
 //!    (each full buffer is one append; the body CRC is computed as it goes), then the
 //!    footer. Every [`SYNC_INTERVAL_BYTES`] the file is fdatasync'd and the writer sleeps
 //!    if it is ahead of [`WRITE_BYTES_PER_SECOND_MAX`], so the snapshot never floods the
-//!    disk the WAL syncs on. Limits, key order and `key_count` are checked on the way; on any error the
-//!    temporary file is deleted and nothing else changed.
+//!    disk the WAL syncs on. Limits, key order and `key_count` are checked on the way; on
+//!    any error the temporary file is deleted and nothing else changed.
 //! 3. `fdatasync` the temporary file (its data and size are durable).
 //! 4. Rename it to `snap-<index>-<term>.snap` (atomic within the directory).
 //! 5. fsync the directory. **Commit point**: its successful return. Before it, a crash
@@ -208,16 +208,17 @@ pub const FILE_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
 pub const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 /// Read buffer for verify and load: 1 MiB sequential reads.
 pub const READ_BUFFER_BYTES: usize = 1024 * 1024;
-/// A snapshot being written is made durable every this many bytes (see WRITE_RATE_MAX).
+/// A snapshot being written is made durable every this many bytes, and paced (see
+/// [`WRITE_BYTES_PER_SECOND_MAX`]).
 pub const SYNC_INTERVAL_BYTES: u64 = 1024 * 1024;
 /// The fastest a snapshot file is written, in bytes per second: the writer sleeps when it
 /// gets ahead. Snapshots have no deadline; the WAL's fdatasyncs, which clients wait on,
 /// share the disk with them. Measured on the development machine (a disk that writes
 /// about 430 MB/s): while a 1 MiB-at-a-time writer ran flat out, a small WAL append +
 /// fdatasync had p99 2-7 ms; capped at 50 MB/s, p99 0.7 ms (0.3 ms with no writer).
-/// At 32 MiB/s a 1,000,000-key snapshot (122 MiB) takes about 4 s; 64 MiB/s (2 s) let the
-/// write p99 of `examples/snapshot_restart` reach 2x its value without snapshots in one of
-/// two runs, 32 MiB/s stayed at 1.4-1.5x.
+/// At 32 MiB/s a 1,000,000-key snapshot (122 MiB) takes about 4 s. With it, the write p99
+/// of `examples/snapshot_restart` while snapshots run was 1.4-2.1x (median 1.5x, four runs)
+/// of its value without; at 64 MiB/s, 1.26x and 2.02x in two runs.
 pub const WRITE_BYTES_PER_SECOND_MAX: u64 = 32 * 1024 * 1024;
 /// Pause between the steps of deleting an old snapshot file, for the same reason.
 const REMOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
