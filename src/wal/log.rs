@@ -53,16 +53,7 @@ impl Deleter {
             let (sender, receiver) = std::sync::mpsc::channel::<PathBuf>();
             let spawned = std::thread::Builder::new()
                 .name("wal-deleter".into())
-                .spawn(move || {
-                    for path in receiver {
-                        // StdFs, not the WAL's file system: a failure here loses nothing
-                        // (the file is already out of the log and `open` deletes it).
-                        let result = super::fs::remove_gradually(&super::fs::StdFs, &path, DELETE_PAUSE);
-                        if let Err(error) = result {
-                            tracing::warn!(file = %path.display(), %error, "could not delete a dead WAL segment; it is deleted on the next open");
-                        }
-                    }
-                });
+                .spawn(move || receiver.into_iter().for_each(|path| delete_dead(&path)));
             match spawned {
                 Ok(thread) => {
                     self.sender = Some(sender);
@@ -78,6 +69,15 @@ impl Deleter {
         if let Some(sender) = &self.sender {
             let _ = sender.send(path);
         }
+    }
+}
+
+/// Deletes one dead segment on the deleter thread. Through `StdFs`, not the WAL's file
+/// system: a failure here loses nothing (the file is already out of the log, and `open`
+/// deletes it).
+fn delete_dead(path: &Path) {
+    if let Err(error) = super::fs::remove_gradually(&super::fs::StdFs, path, DELETE_PAUSE) {
+        tracing::warn!(file = %path.display(), %error, "could not delete a dead WAL segment; the next open deletes it");
     }
 }
 
@@ -510,9 +510,7 @@ impl Wal {
                 break;
             }
             let path = self.segments[0].path.clone();
-            let mut dead = path.clone().into_os_string();
-            dead.push(format!(".dead{}", format::TEMPORARY_SUFFIX));
-            let dead = PathBuf::from(dead);
+            let dead = path.with_extension(format!("wal.dead{}", format::TEMPORARY_SUFFIX));
             self.fs
                 .rename(&path, &dead)
                 .map_err(|error| Error::io("rename segment", &path, error))?;
