@@ -217,9 +217,25 @@ impl Leader {
             self.reads.waiting.push((context, from));
             return;
         }
-        self.reads.register(context, from, core.log.commit);
-        self.heartbeat_due = true;
+        let confirmed = self.confirmed_read_round();
+        if self
+            .reads
+            .register(context, from, core.log.commit, confirmed)
+        {
+            self.heartbeat_due = true;
+        }
         self.complete_reads(core);
+    }
+
+    /// The latest read round a majority (us included) has acknowledged.
+    fn confirmed_read_round(&self) -> u64 {
+        let mut acks: Vec<u64> = self
+            .progress
+            .values()
+            .map(|progress| progress.read_ack)
+            .collect();
+        acks.push(u64::MAX);
+        quorum_value(&acks)
     }
 
     /// This term's first entry committed: reads that waited for it can start.
@@ -232,15 +248,13 @@ impl Leader {
         }
     }
 
-    /// Complete the reads whose round a majority (us included) has acknowledged.
+    /// Complete the reads whose round a majority (us included) has acknowledged, and send
+    /// the round that waited for it.
     fn complete_reads(&mut self, core: &mut Core) {
-        let mut acks: Vec<u64> = self
-            .progress
-            .values()
-            .map(|progress| progress.read_ack)
-            .collect();
-        acks.push(u64::MAX);
-        let confirmed = quorum_value(&acks);
+        let confirmed = self.confirmed_read_round();
+        if self.reads.wants_round(confirmed) {
+            self.heartbeat_due = true;
+        }
         for PendingRead {
             context,
             from,
@@ -309,9 +323,14 @@ impl Leader {
     /// to a caught-up follower that has not heard the latest commit index it can use.
     pub(crate) fn send_appends(&mut self, core: &mut Core) {
         let heartbeat = std::mem::take(&mut self.heartbeat_due);
+        let read_seq = if heartbeat {
+            self.reads.send_round()
+        } else {
+            0
+        };
         for (to, progress) in self.progress.iter_mut() {
             if heartbeat {
-                Self::send_heartbeat(core, to, progress, self.reads.seq);
+                Self::send_heartbeat(core, to, progress, read_seq);
             }
             let sent = Self::send_entries(core, to, progress);
             let notice = progress.match_index.min(core.log.commit) > progress.commit_sent;
