@@ -265,7 +265,7 @@ async fn main() {
         .await
         .expect("final snapshot");
     let applied = node.handle.applied_index();
-    node.shutdown().expect("shutdown");
+    node.shutdown().await.expect("shutdown");
     println!(
         "last fill revision {last}, applied {applied}, snapshot at {}",
         final_snapshot.meta.index
@@ -285,5 +285,5 @@ async fn restart(dir: &std::path::Path, applied: u64) {
         node.handle.status().keys,
         started.elapsed().as_secs_f64()
     );
-    node.shutdown().expect("shutdown");
+    node.shutdown().await.expect("shutdown");
 }

@@ -148,6 +148,8 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
         .cluster_id
         .clone()
         .unwrap_or_else(|| derive_cluster_id(&voters));
+    check_header_text(&cluster_id, "--cluster-id")?;
+    check_header_text(&client_url, "--advertise")?;
     let node = NodeConfig {
         id: args.id.clone(),
         cluster_id,
@@ -205,6 +207,17 @@ fn check_id(id: &str, what: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "{what} {id:?} is not a valid node id (1-64 of A-Z a-z 0-9 - _ .)"
+        ))
+    }
+}
+
+/// The cluster id and client URL travel in the peer stream's handshake headers.
+fn check_header_text(text: &str, what: &str) -> Result<(), String> {
+    if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {text:?} must be printable ASCII without spaces"
         ))
     }
 }

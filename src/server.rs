@@ -14,8 +14,14 @@
 //! before this timeout ([`CLIENT_POOL_IDLE`]), so they never send a request on a connection
 //! the server is closing (which would make a write's outcome unknown).
 //!
+//! Connections may be upgraded (`101 Switching Protocols`): the raft port's peer stream
+//! ([`crate::transport`]) is one. An upgraded connection leaves hyper and its slot here; the
+//! route that upgraded it bounds how many it keeps.
+//!
 //! Shutdown is graceful: stop accepting, let open requests finish (bounded by
-//! [`SHUTDOWN_GRACE`]).
+//! [`SHUTDOWN_GRACE`]). hyper-util's `GracefulShutdown` does not take upgradeable
+//! connections, so each connection task here watches a stop signal itself and then asks
+//! hyper to finish the request in progress and close.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,10 +30,10 @@ use std::time::Duration;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 /// How long open requests may run after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -101,9 +107,12 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let slots = Arc::new(Semaphore::new(limits.connections_max));
-    let graceful = GracefulShutdown::new();
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // Reap finished connection tasks so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             () = &mut shutdown => break,
@@ -122,18 +131,29 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let stop = async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            };
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = stop => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
             drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
         tracing::warn!("requests still open after the shutdown grace period");
     }
 }

@@ -106,7 +106,7 @@ async fn updates_to_a_small_key_set_keep_the_data_dir_bounded() {
     );
     let applied = node.handle.applied_index();
     let hash = status.state_hash;
-    node.shutdown().expect("shutdown");
+    node.shutdown().await.expect("shutdown");
 
     // And it restarts to the same state.
     let node = Node::start(config(dir.path())).expect("restart");
@@ -120,5 +120,5 @@ async fn updates_to_a_small_key_set_keep_the_data_dir_bounded() {
     }
     assert_eq!(node.handle.status().state_hash, hash);
     eprintln!("largest data dir: {largest} bytes (bound {BOUND_BYTES})");
-    node.shutdown().expect("shutdown");
+    node.shutdown().await.expect("shutdown");
 }

@@ -100,7 +100,7 @@ async fn run(resolved: config::Resolved, test_faults: bool) -> Result<(), String
         reason = handle.failure() => Err(format!("node stopped: {reason}")),
     };
     let _ = stop_sender.send(true);
-    let shutdown = tokio::task::spawn_blocking(move || node.shutdown());
+    let shutdown = tokio::spawn(node.shutdown());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), client_server).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), raft_server).await;
     match shutdown.await {

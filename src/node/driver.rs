@@ -1,12 +1,14 @@
 //! The driver loop: see the module doc of [`crate::node`] for the protocol it follows.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock, mpsc};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::snapshots::{SnapshotPolicy, SnapshotState};
+use super::storage::{Job, Storage, UNPERSISTED_BYTES_MAX};
 use super::{Event, NodeStatus};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
@@ -15,7 +17,6 @@ use crate::raft::{Entry, HardState, Index, Message, NodeId, Raft, ReadState, Rol
 use crate::snapshot::SnapshotDir;
 use crate::store::{Outcome, Store};
 use crate::transport::{Peers, SnapshotReceiver};
-use crate::wal::Wal;
 
 /// Events handled per iteration at most before the driver persists and replies. Bounds the
 /// latency one iteration adds while still batching many proposals into one fsync.
@@ -28,20 +29,25 @@ const TICKS_CATCH_UP_MAX: u32 = 4;
 /// What the driver is built from.
 pub(super) struct Parts {
     pub raft: Raft,
-    pub wal: Wal,
+    /// The WAL, on its own thread. Before `data_dir`: dropping it waits for the thread.
+    pub storage: Storage,
     /// Never read: held so the data directory stays locked for as long as the driver runs.
     #[allow(dead_code)]
     pub data_dir: DataDir,
     pub store: Arc<RwLock<Store>>,
     pub events: mpsc::Receiver<Event>,
     /// For background work (the snapshot thread) to report back.
-    pub events_sender: mpsc::SyncSender<Event>,
-    pub peers: Peers,
+    pub events_sender: mpsc::Sender<Event>,
+    pub peers: Arc<Peers>,
     pub voters: Vec<NodeId>,
     pub snapshot_dir: Arc<SnapshotDir>,
     pub snapshot_receiver: Arc<SnapshotReceiver>,
     pub snapshot_policy: SnapshotPolicy,
     pub status: watch::Sender<NodeStatus>,
+    /// The open batch of read barriers the API fills and [`Event::Read`] announces.
+    pub reads: Arc<super::ReadBatch>,
+    /// Set once, when the driver stops because of an error.
+    pub failed: watch::Sender<Option<String>>,
     pub metrics: Arc<Metrics>,
     pub tick: Duration,
 }
@@ -60,15 +66,19 @@ pub(super) struct Driver {
     proposals: BTreeMap<Index, Proposal>,
     /// Answers to proposals applied in this iteration, sent after the status is published.
     replies: Vec<(oneshot::Sender<Result<Outcome>>, Result<Outcome>)>,
-    /// Read requests handed to the core, by context.
-    reads_requested: HashMap<u64, oneshot::Sender<Result<()>>>,
-    /// Reads whose index is known, waiting for apply to reach it.
-    reads_confirmed: Vec<(Index, oneshot::Sender<Result<()>>)>,
+    /// Batches of read barriers handed to the core, by context.
+    reads_requested: HashMap<u64, Vec<oneshot::Sender<Result<()>>>>,
+    /// Batches whose read index is known, waiting for apply to reach it.
+    reads_confirmed: Vec<(Index, Vec<oneshot::Sender<Result<()>>>)>,
     next_read_context: u64,
     /// A hard state newer than the WAL's only in its commit index, not yet written (see
     /// [`Driver::hard_state_to_save`]).
     commit_unsaved: Option<HardState>,
     next_tick: Instant,
+    /// Fires at `next_tick`; one timer, reset per tick rather than made per iteration.
+    tick_timer: Pin<Box<tokio::time::Sleep>>,
+    /// Events taken from the queue in one iteration (kept for its allocation).
+    received: Vec<Event>,
     leader: Option<NodeId>,
     shutdown: bool,
 }
@@ -86,27 +96,39 @@ impl Driver {
             next_read_context: 1,
             commit_unsaved: None,
             next_tick,
+            tick_timer: Box::pin(tokio::time::sleep_until(next_tick.into())),
+            received: Vec::with_capacity(EVENTS_PER_ITERATION_MAX),
             leader: None,
             shutdown: false,
         }
     }
 
     /// Runs until shutdown or a fail-stop error.
-    pub(super) fn run(mut self) -> Result<()> {
-        let result = self.run_loop();
+    pub(super) async fn run(mut self) -> Result<()> {
+        let result = self.run_loop().await;
+        // Whatever was handed to the WAL thread is written (and its messages sent) first.
+        blocking(|| self.parts.storage.stop());
+        // Reads that joined a batch no one will take learn now that the node stopped.
+        self.parts
+            .reads
+            .lock()
+            .expect("read batch lock poisoned")
+            .take();
         if let Err(error) = &result {
             tracing::error!(%error, "driver stopped: the node can no longer make progress");
             let reason = error.to_string();
             self.parts
                 .status
-                .send_modify(|status| status.failed = Some(reason));
+                .send_modify(|status| status.failed = Some(reason.clone()));
+            self.parts.failed.send_replace(Some(reason));
         }
         result
     }
 
-    fn run_loop(&mut self) -> Result<()> {
+    async fn run_loop(&mut self) -> Result<()> {
         while !self.shutdown {
-            self.receive_events()?;
+            self.receive_events().await?;
+            self.poll_storage()?;
             self.tick();
             while self.parts.raft.has_ready() {
                 self.handle_ready()?;
@@ -118,36 +140,41 @@ impl Driver {
     }
 
     /// Waits for the first event or the next tick, then drains the queue.
-    fn receive_events(&mut self) -> Result<()> {
-        let timeout = self.next_tick.saturating_duration_since(Instant::now());
-        match self.parts.events.recv_timeout(timeout) {
-            Ok(event) => self.handle_event(event)?,
-            Err(mpsc::RecvTimeoutError::Timeout) => return Ok(()),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                self.shutdown = true;
-                return Ok(());
-            }
+    async fn receive_events(&mut self) -> Result<()> {
+        let mut received = std::mem::take(&mut self.received);
+        let count = tokio::select! {
+            biased;
+            count = self.parts.events.recv_many(&mut received, EVENTS_PER_ITERATION_MAX) => count,
+            () = &mut self.tick_timer => return Ok(()),
+        };
+        if count == 0 {
+            // Every sender is gone: nobody can ask anything of this node any more.
+            self.shutdown = true;
         }
-        for _ in 1..EVENTS_PER_ITERATION_MAX {
-            match self.parts.events.try_recv() {
-                Ok(event) => self.handle_event(event)?,
-                Err(_) => break,
-            }
+        for event in received.drain(..) {
+            self.handle_event(event)?;
         }
+        self.received = received;
         Ok(())
     }
 
     fn handle_event(&mut self, event: Event) -> Result<()> {
         match event {
-            Event::Message(message) => self.step(message),
+            Event::Messages(messages) => {
+                for message in messages {
+                    self.step(message);
+                }
+            }
             Event::Propose { command, reply } => self.propose(command, reply),
-            Event::Read { reply } => self.read(reply),
+            Event::Read => self.read(),
             Event::TakeSnapshot { reply } => {
                 let applied = self.store_applied_index();
                 self.snapshots.waiters.push((applied, reply));
                 self.maybe_snapshot(true);
             }
             Event::SnapshotDone(result) => self.snapshot_done(result)?,
+            // Only a wake-up: the loop polls the WAL thread after every drain.
+            Event::Storage => {}
             Event::Shutdown => self.shutdown = true,
         }
         Ok(())
@@ -164,6 +191,11 @@ impl Driver {
     }
 
     fn propose(&mut self, command: Vec<u8>, reply: oneshot::Sender<Result<Outcome>>) {
+        if self.parts.storage.unpersisted_bytes() > UNPERSISTED_BYTES_MAX {
+            let overloaded = "node overloaded: its disk is behind; retry later";
+            let _ = reply.send(Err(Error::Unavailable(overloaded.into())));
+            return;
+        }
         match self.parts.raft.propose(command) {
             Ok((index, term)) => {
                 self.parts.metrics.proposals.inc();
@@ -175,16 +207,29 @@ impl Driver {
         }
     }
 
-    fn read(&mut self, reply: oneshot::Sender<Result<()>>) {
+    /// Takes the open batch of read barriers and asks the core for one read index for it.
+    fn read(&mut self) {
+        let taken = self
+            .parts
+            .reads
+            .lock()
+            .expect("read batch lock poisoned")
+            .take();
+        let Some(waiters) = taken else {
+            return;
+        };
         let context = self.next_read_context;
         self.next_read_context += 1;
         match self.parts.raft.read_index(context) {
             Ok(()) => {
-                self.reads_requested.insert(context, reply);
+                self.reads_requested.insert(context, waiters);
             }
-            Err(error) => {
-                let _ = reply.send(Err(error));
-            }
+            Err(Error::NotLeader { leader }) => answer_all(waiters, || {
+                Err(Error::NotLeader {
+                    leader: leader.clone(),
+                })
+            }),
+            Err(error) => answer_all(waiters, || Err(Error::Unavailable(error.to_string()))),
         }
     }
 
@@ -199,6 +244,9 @@ impl Driver {
             self.parts.raft.tick();
             self.next_tick += self.parts.tick;
             ticks += 1;
+        }
+        if ticks > 0 {
+            self.tick_timer.as_mut().reset(self.next_tick.into());
         }
         if ticks > 0 {
             // Forget requests whose HTTP handler has given up (deadline passed).
@@ -217,6 +265,14 @@ impl Driver {
         }
     }
 
+    /// Tells the core what the WAL thread made durable since the last poll.
+    fn poll_storage(&mut self) -> Result<()> {
+        if let Some((index, term)) = self.parts.storage.poll()?.persisted {
+            self.parts.raft.persisted(index, term);
+        }
+        Ok(())
+    }
+
     /// Handles one `Ready` in the order the node module doc describes.
     fn handle_ready(&mut self) -> Result<()> {
         let ready = self.parts.raft.ready();
@@ -225,32 +281,27 @@ impl Driver {
             self.install_snapshot(meta)?;
         }
         // The core hands out only committed entries that are already durable here, so they
-        // need not wait for this ready's fsync (of newer entries): apply them and answer
-        // their clients first. Under load this took a whole fsync off every write's latency.
+        // never wait for this ready's write (of newer entries).
         self.apply(ready.committed_entries);
         self.confirm_reads(ready.read_states, ready.aborted_reads);
         let must_save = !ready.entries.is_empty() || ready.snapshot.is_some();
         let hard_state = self.hard_state_to_save(ready.hard_state, must_save);
-        if hard_state.is_some() || !ready.entries.is_empty() {
-            if !self.replies.is_empty() {
-                self.answer();
+        if hard_state.is_none() && ready.entries.is_empty() {
+            if ready.persisted_messages.is_empty() {
+                return Ok(());
             }
-            let started = Instant::now();
-            self.parts.wal.save(hard_state.as_ref(), &ready.entries)?;
-            self.parts
-                .metrics
-                .wal_fsync_seconds
-                .observe(started.elapsed().as_secs_f64());
-            self.parts
-                .metrics
-                .wal_bytes
-                .set(self.parts.wal.size_bytes() as i64);
+            if self.parts.storage.idle() {
+                // Nothing of this ready to write and nothing earlier still being written:
+                // what these messages reveal is durable already.
+                self.send(ready.persisted_messages);
+                return Ok(());
+            }
         }
-        self.send(ready.persisted_messages);
-        if let Some(last) = ready.entries.last() {
-            self.parts.raft.persisted(last.index, last.term);
-        }
-        Ok(())
+        self.parts.storage.submit(Job::Save {
+            hard_state,
+            entries: ready.entries,
+            messages: ready.persisted_messages,
+        })
     }
 
     /// The hard state to write with this ready's entries, if any. A change of the commit
@@ -270,19 +321,13 @@ impl Driver {
                 None
             };
         };
-        let saved = self.parts.wal.hard_state();
+        let saved = self.parts.storage.hard_state();
         if must_save || state.term != saved.term || state.vote != saved.vote {
             self.commit_unsaved = None;
             return Some(state);
         }
         self.commit_unsaved = Some(state);
         None
-    }
-
-    fn send(&self, messages: Vec<Message>) {
-        for message in messages {
-            self.send_message(message);
-        }
     }
 
     /// The store's applied index.
@@ -325,14 +370,14 @@ impl Driver {
 
     fn confirm_reads(&mut self, confirmed: Vec<ReadState>, aborted: Vec<u64>) {
         for ReadState { context, index } in confirmed {
-            if let Some(reply) = self.reads_requested.remove(&context) {
-                self.reads_confirmed.push((index, reply));
+            if let Some(waiters) = self.reads_requested.remove(&context) {
+                self.reads_confirmed.push((index, waiters));
             }
         }
         for context in aborted {
-            if let Some(reply) = self.reads_requested.remove(&context) {
-                // The caller waits for a (new) leader and asks again.
-                let _ = reply.send(Err(Error::NotLeader { leader: None }));
+            if let Some(waiters) = self.reads_requested.remove(&context) {
+                // The callers wait for a (new) leader and ask again.
+                answer_all(waiters, || Err(Error::NotLeader { leader: None }));
             }
         }
         self.release_reads();
@@ -353,8 +398,8 @@ impl Driver {
             .drain(..)
             .partition(|(index, _)| *index <= applied);
         self.reads_confirmed = waiting;
-        for (_, reply) in ready {
-            let _ = reply.send(Ok(()));
+        for (_, waiters) in ready {
+            answer_all(waiters, || Ok(()));
         }
     }
 
@@ -374,7 +419,7 @@ impl Driver {
             let store = self.parts.store.read().expect("store lock poisoned");
             (store.state_hash(), store.len())
         };
-        let wal_bytes = self.parts.wal.size_bytes();
+        let wal_bytes = self.parts.storage.wal_bytes();
         let snapshot_index = self
             .snapshots
             .latest
@@ -388,5 +433,21 @@ impl Driver {
             snapshot_index,
             failed: None,
         });
+    }
+}
+
+/// Sends each waiter of a read batch its answer.
+fn answer_all(waiters: Vec<oneshot::Sender<Result<()>>>, answer: impl Fn() -> Result<()>) {
+    for waiter in waiters {
+        let _ = waiter.send(answer());
+    }
+}
+
+/// Runs blocking work (a thread join, a large file read) on the driver's task without
+/// stalling the other tasks of its worker: the multi-threaded runtime moves them elsewhere.
+pub(super) fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }

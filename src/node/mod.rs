@@ -1,33 +1,47 @@
 //! The node: the one place where the raft core, the WAL, the store, the network and time
 //! meet.
 //!
-//! # Threads
+//! # Tasks and threads
 //!
-//! The driver runs on a dedicated OS thread (`driver.rs`) that owns the raft core and the
-//! WAL. It never awaits: fsync is a blocking call on that thread, and everything else
-//! (HTTP handlers, peer senders) lives on the tokio runtime and talks to it through one
-//! bounded queue of `Event`s ([`EVENTS_MAX`]). A full queue is back-pressure: the HTTP
-//! layer answers `503` at once instead of letting requests pile up.
+//! The driver (`driver.rs`) is one tokio task that owns the raft core. Everything that
+//! talks to it (HTTP handlers, the peer streams, the WAL thread, the snapshot thread) does
+//! so through one bounded queue of `Event`s ([`EVENTS_MAX`]); a full queue is
+//! back-pressure: the HTTP layer answers `503` at once instead of letting requests pile up.
+//! The WAL lives on a thread of its own (`storage.rs`), since an fdatasync blocks; the
+//! driver never waits for it.
+//!
+//! The driver was an OS thread of its own while it also made the fsyncs. With the fsyncs
+//! gone from it, a thread only cost wake-ups: every request crossed from a tokio worker to
+//! the driver thread and back, two futex wake-ups and two context switches, which took
+//! about a third of the leader's CPU under 64 readers. As a task, a handler wakes the
+//! driver and the driver wakes the handler on the same worker's run queue. The few
+//! blocking things it still does (loading an installed snapshot, joining the WAL thread at
+//! shutdown) run in `block_in_place`, so its worker's other tasks move elsewhere.
 //!
 //! # One iteration of the driver (the write path, ARCHITECTURE.md)
 //!
-//! 1. Wait for an event or the next tick; then drain every queued event (up to
-//!    `EVENTS_PER_ITERATION_MAX`): proposals, read requests, peer messages.
+//! 1. Wait for an event or the next tick; then drain the queue (up to
+//!    `EVENTS_PER_ITERATION_MAX`): proposals, read barriers, peer messages, and the WAL
+//!    thread's "done" (after which the driver tells the core what is durable: the leader
+//!    counts itself toward a quorum only then).
 //! 2. Tick the core for each elapsed tick interval.
-//! 3. While the core has a `Ready`, handle it in four steps:
-//!    - send `messages` at once (the leader's appends go out before its own fsync, so
+//! 3. While the core has a `Ready`, handle it:
+//!    - send `messages` at once (the leader's appends go out before its own write, so
 //!      followers persist in parallel with it, thesis §10.2.1);
 //!    - apply committed entries to the store and complete the linearizable reads whose
-//!      read index is now applied; then, if a save follows, publish the status and answer
-//!      the proposals applied. The core hands out only committed entries that are already
-//!      durable on this node, so they never wait for the fsync below, which is of newer
-//!      entries;
-//!    - persist hard state and entries in **one** WAL write and **one** fdatasync. Every
-//!      proposal that arrived while the previous fsync ran is in this batch: that is the
-//!      group commit;
-//!    - only then send `persisted_messages` (vote and append responses, thesis §3.8) and
-//!      tell the core what is durable (the leader counts itself toward the quorum only
-//!      now).
+//!      read index is now applied. The core hands out only committed entries that are
+//!      already durable on this node, so they never wait for a write still under way;
+//!    - hand the hard state, the entries and `persisted_messages` (vote and append
+//!      responses, thesis §3.8) to the WAL thread, which writes them with **one** write and
+//!      **one** fdatasync together with whatever else queued meanwhile (group commit) and
+//!      only then sends those messages. A ready with nothing to write sends its
+//!      `persisted_messages` itself when no write is under way (nothing they reveal can
+//!      still be unwritten).
+//! 4. Publish the status, then answer the proposals applied (so `/raft/status` never lags
+//!    a write a client already saw acknowledged).
+//!
+//! Reads: concurrent linearizable reads share one read index (see
+//! [`NodeHandle::read_barrier`]), and the core keeps one read round in flight at a time.
 //!
 //! # Failure
 //!
@@ -45,15 +59,17 @@
 mod driver;
 mod recover;
 mod snapshots;
+mod storage;
 
 pub use snapshots::{SNAPSHOT_CATCH_UP_ENTRIES, SnapshotPolicy};
+pub use storage::UNPERSISTED_BYTES_MAX;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock, RwLockReadGuard, mpsc};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::datadir::{DataDir, Identity};
 use crate::error::{Error, Result};
@@ -111,21 +127,25 @@ impl NodeConfig {
 
 /// A request to the driver.
 pub(crate) enum Event {
-    /// A message from a peer.
-    Message(Message),
+    /// Messages from a peer, in the order they were sent.
+    Messages(Vec<Message>),
     /// A client write.
     Propose {
         command: Vec<u8>,
         reply: oneshot::Sender<Result<Outcome>>,
     },
-    /// A linearizable read barrier: replies once the store has applied the read index.
-    Read { reply: oneshot::Sender<Result<()>> },
+    /// Linearizable read barriers: the driver takes the open [`ReadBatch`] and asks the core
+    /// for one read index for all of it; each waiter is answered once the store has applied
+    /// that index.
+    Read,
     /// Take a snapshot now (an operator asked); replies once it is durable.
     TakeSnapshot {
         reply: oneshot::Sender<Result<SnapshotInfo>>,
     },
     /// The background snapshot write finished.
     SnapshotDone(Result<SnapshotInfo>),
+    /// The WAL thread finished jobs (or failed): poll it.
+    Storage,
     /// Stop after finishing the current iteration.
     Shutdown,
 }
@@ -147,12 +167,21 @@ pub struct NodeStatus {
     pub failed: Option<String>,
 }
 
+/// Read barriers waiting for the driver to take them (see [`NodeHandle::read_barrier`]).
+pub(crate) type ReadBatch = Mutex<Option<Vec<oneshot::Sender<Result<()>>>>>;
+
 /// A running node, as seen by the HTTP API and by tests. Cheap to clone.
 #[derive(Clone)]
 pub struct NodeHandle {
-    events: mpsc::SyncSender<Event>,
+    events: mpsc::Sender<Event>,
+    /// The open batch of read barriers: queued for the driver, not yet taken.
+    reads: Arc<ReadBatch>,
     store: Arc<RwLock<Store>>,
     status: watch::Receiver<NodeStatus>,
+    /// Changes once, when the driver stops because of an error. Apart from `status`, which
+    /// changes on every driver iteration: a task waiting for a failure should not wake
+    /// that often.
+    failed: watch::Receiver<Option<String>>,
     /// Membership and addresses.
     pub directory: Arc<Directory>,
     /// The node's metrics.
@@ -163,11 +192,11 @@ pub struct NodeHandle {
     pub raft_url: String,
 }
 
-/// A started node: the handle, and the driver thread to join on shutdown.
+/// A started node: the handle, and the driver task to wait for on shutdown.
 pub struct Node {
     /// The handle for the API.
     pub handle: NodeHandle,
-    driver: std::thread::JoinHandle<Result<()>>,
+    driver: tokio::task::JoinHandle<Result<()>>,
 }
 
 impl Node {
@@ -214,17 +243,26 @@ impl Node {
             snapshot_index,
             failed: None,
         });
+        let (failed_sender, failed) = watch::channel(None);
+        let reads = Arc::new(ReadBatch::default());
         let store = Arc::new(RwLock::new(rebuilt.store));
-        let (events, receiver) = mpsc::sync_channel(EVENTS_MAX);
-        let peers = Peers::spawn(
+        let (events, receiver) = mpsc::channel(EVENTS_MAX);
+        let peers = Arc::new(Peers::spawn(
             directory.clone(),
             metrics.clone(),
             &tokio::runtime::Handle::current(),
-        );
+        ));
+        let storage = storage::Storage::start(
+            &config.id,
+            wal,
+            peers.clone(),
+            events.clone(),
+            metrics.clone(),
+        )?;
         let snapshot_receiver = Arc::new(SnapshotReceiver::new(snapshot_dir.clone()));
         let parts = driver::Parts {
             raft,
-            wal,
+            storage,
             data_dir,
             store: store.clone(),
             events: receiver,
@@ -235,6 +273,8 @@ impl Node {
             snapshot_receiver: snapshot_receiver.clone(),
             snapshot_policy: config.snapshot_policy,
             status: status_sender,
+            failed: failed_sender,
+            reads: reads.clone(),
             metrics: metrics.clone(),
             tick: config.tick,
         };
@@ -242,15 +282,13 @@ impl Node {
             latest: rebuilt.snapshot,
             ..Default::default()
         };
-        let driver = driver::Driver::new(parts, snapshots);
-        let driver = std::thread::Builder::new()
-            .name(format!("driver-{}", config.id))
-            .spawn(move || driver.run())
-            .map_err(|error| Error::io("spawn driver thread", &config.data_dir, error))?;
+        let driver = tokio::spawn(driver::Driver::new(parts, snapshots).run());
         let handle = NodeHandle {
             events,
+            reads,
             store,
             status,
+            failed,
             directory,
             metrics,
             snapshot_receiver,
@@ -259,15 +297,16 @@ impl Node {
         Ok(Node { handle, driver })
     }
 
-    /// Asks the driver to stop and waits for it. Returns the error that stopped it, if any.
+    /// Asks the driver to stop and waits for it (the WAL thread's queued writes included).
+    /// Returns the error that stopped it, if any.
     ///
-    /// Blocks until the request is queued (a full queue must not lose it: the driver would
-    /// never stop), so call it from a thread that may block.
-    pub fn shutdown(self) -> Result<()> {
-        // An error means the driver is already gone; joining reports why.
-        let _ = self.handle.events.send(Event::Shutdown);
+    /// Waits for room in the event queue rather than failing on a full one: a lost request
+    /// would leave the driver running.
+    pub async fn shutdown(self) -> Result<()> {
+        // An error means the driver is already gone; waiting for it reports why.
+        let _ = self.handle.events.send(Event::Shutdown).await;
         self.driver
-            .join()
+            .await
             .unwrap_or_else(|_| Err(Error::Unavailable("driver panicked".into())))
     }
 }
@@ -310,39 +349,60 @@ impl NodeHandle {
             timeout: None,
             timeout_message: TIMEOUT_MESSAGE,
         };
-        self.until_leader_known(deadline, attempt, |reply| Event::Propose {
-            command: bytes.clone(),
-            reply,
+        self.until_leader_known(deadline, attempt, |reply| {
+            self.submit(Event::Propose {
+                command: bytes.clone(),
+                reply,
+            })
         })
         .await
     }
 
     /// Waits until a linearizable read may be served from the local store: the read index
     /// was confirmed by a quorum and this node has applied up to it (thesis §6.4).
+    ///
+    /// Concurrent reads share one read index: a read joins the open batch if the driver
+    /// has not taken it yet, and otherwise opens a new one and wakes the driver. That is
+    /// safe because the driver records the read index only when it takes the batch, which
+    /// is after every read in it arrived; and it costs the driver one event and the core
+    /// one read per batch, not per request.
     pub async fn read_barrier(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         let attempt = Attempt {
             timeout: Some(READ_ATTEMPT_TIMEOUT),
             timeout_message: "timed out waiting for a quorum to confirm the read index",
         };
-        self.until_leader_known(deadline, attempt, |reply| Event::Read { reply })
+        self.until_leader_known(deadline, attempt, |reply| self.join_reads(reply))
             .await
     }
 
-    /// Submits an event until it gets an answer other than "no leader known", waiting for a
+    /// Adds a read barrier to the open batch, or opens one and tells the driver.
+    fn join_reads(&self, reply: oneshot::Sender<Result<()>>) -> Result<()> {
+        let mut open = self.reads.lock().expect("read batch lock poisoned");
+        if let Some(waiters) = open.as_mut() {
+            waiters.push(reply);
+            return Ok(());
+        }
+        // Under the lock, so that no read joins a batch the driver will never hear of.
+        self.submit(Event::Read)?;
+        *open = Some(vec![reply]);
+        Ok(())
+    }
+
+    /// Submits a request until it gets an answer other than "no leader known", waiting for a
     /// leader in between, and (for idempotent requests) re-submitting an attempt that got no
     /// answer in time.
     async fn until_leader_known<T>(
         &self,
         deadline: tokio::time::Instant,
         attempt: Attempt,
-        event: impl Fn(oneshot::Sender<Result<T>>) -> Event,
+        submit: impl Fn(oneshot::Sender<Result<T>>) -> Result<()>,
     ) -> Result<T> {
         let mut status = self.status.clone();
         loop {
             status.mark_unchanged();
             let (reply, result) = oneshot::channel();
-            self.submit(event(reply))?;
+            submit(reply)?;
             let attempt_deadline = match attempt.timeout {
                 Some(timeout) => deadline.min(tokio::time::Instant::now() + timeout),
                 None => deadline,
@@ -364,10 +424,10 @@ impl NodeHandle {
 
     fn submit(&self, event: Event) -> Result<()> {
         self.events.try_send(event).map_err(|error| match error {
-            mpsc::TrySendError::Full(_) => {
+            mpsc::error::TrySendError::Full(_) => {
                 Error::Unavailable("node overloaded; retry later".into())
             }
-            mpsc::TrySendError::Disconnected(_) => self.stopped_error(),
+            mpsc::error::TrySendError::Closed(_) => self.stopped_error(),
         })
     }
 
@@ -380,10 +440,9 @@ impl NodeHandle {
 
     /// Waits until the driver stops because of an error, and returns it.
     pub async fn failure(&self) -> String {
-        let mut status = self.status.clone();
-        let failed = status.wait_for(|status| status.failed.is_some()).await;
-        match failed {
-            Ok(status) => status.failed.clone().unwrap_or_default(),
+        let mut failed = self.failed.clone();
+        match failed.wait_for(|failed| failed.is_some()).await {
+            Ok(failed) => failed.clone().unwrap_or_default(),
             Err(_) => "driver stopped".to_string(),
         }
     }
@@ -401,9 +460,9 @@ impl NodeHandle {
         }
     }
 
-    /// Hands a peer message to the driver; false if its queue is full.
-    pub fn deliver(&self, message: Message) -> bool {
-        self.events.try_send(Event::Message(message)).is_ok()
+    /// Hands a batch of peer messages to the driver; false if its queue is full.
+    pub fn deliver(&self, messages: Vec<Message>) -> bool {
+        messages.is_empty() || self.events.try_send(Event::Messages(messages)).is_ok()
     }
 
     /// The client URL of a node, if known.

@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 use super::Event;
 use super::driver::Driver;
+use super::storage::Job;
 use crate::error::{Error, Result};
 use crate::raft::{Body, Message, SnapshotMeta};
 use crate::snapshot::{SnapshotDir, SnapshotInfo};
@@ -117,7 +118,7 @@ impl Driver {
             .spawn(move || {
                 lower_thread_priority();
                 let result = write_snapshot(&dir, &meta, &view);
-                let _ = events.send(Event::SnapshotDone(result));
+                let _ = events.blocking_send(Event::SnapshotDone(result));
             });
         if let Err(error) = spawned {
             self.snapshots.running = false;
@@ -169,12 +170,9 @@ impl Driver {
         };
         let dropped = self.parts.raft.compact(meta)?;
         drop_elsewhere(dropped);
-        self.parts.wal.truncate_prefix(index)?;
         self.parts
-            .metrics
-            .wal_bytes
-            .set(self.parts.wal.size_bytes() as i64);
-        Ok(())
+            .storage
+            .submit(Job::TruncatePrefix { upto: index })
     }
 
     /// Answers the waiters `result` covers: on success those that asked at or before its
@@ -196,18 +194,31 @@ impl Driver {
         }
     }
 
-    /// Sends a message, streaming a snapshot instead of queueing a `Snapshot` message.
-    pub(super) fn send_message(&self, message: Message) {
-        if !matches!(message.body, Body::Snapshot { .. }) {
-            self.parts.peers.send(message);
+    /// Sends messages: `Snapshot` offers go to the snapshot streamer (data first, then the
+    /// message), everything else to the peers' queues in one batch per peer.
+    pub(super) fn send(&self, mut messages: Vec<Message>) {
+        if messages.is_empty() {
             return;
         }
-        match &self.snapshots.latest {
-            Some(info) => self.parts.peers.stream_snapshot(message, info.clone()),
-            None => {
-                tracing::error!(to = %message.to, "the core asked to send a snapshot, but none exists")
+        if messages
+            .iter()
+            .any(|message| matches!(message.body, Body::Snapshot { .. }))
+        {
+            let (offers, rest): (Vec<_>, Vec<_>) = messages
+                .into_iter()
+                .partition(|message| matches!(message.body, Body::Snapshot { .. }));
+            for offer in offers {
+                match &self.snapshots.latest {
+                    Some(info) => self.parts.peers.stream_snapshot(offer, info.clone()),
+                    None => tracing::error!(
+                        to = %offer.to,
+                        "the core asked to send a snapshot, but none exists"
+                    ),
+                }
             }
+            messages = rest;
         }
+        self.parts.peers.send(messages);
     }
 
     /// Whether a message from a peer may be stepped: a `Snapshot` message only once its data
@@ -232,9 +243,12 @@ impl Driver {
             .ok_or_else(|| {
                 Error::Unavailable(format!("snapshot {} to install is not on disk", meta.index))
             })?;
-        let store = super::recover::load_store(&info)?;
+        let store = super::driver::blocking(|| super::recover::load_store(&info))?;
         *self.parts.store.write().expect("store lock poisoned") = store;
-        self.parts.wal.reset(meta.index, meta.term)?;
+        self.parts.storage.submit(Job::Reset {
+            index: meta.index,
+            term: meta.term,
+        })?;
         tracing::info!(
             index = meta.index,
             keys = info.key_count,

@@ -1,34 +1,47 @@
 //! Peer RPC on the raft port: the routes other nodes call, and one sender per peer.
 //!
 //! The raft core speaks in one-way messages (a response is just another message), so the
-//! transport is one-way too: a node POSTs a batch of messages to a peer and the peer answers
-//! `204 No Content` as soon as it has queued them for its driver. Responses travel back the
-//! same way, as later POSTs in the other direction (as etcd's rafthttp does).
+//! transport is one-way too. Each node keeps one long-lived stream to each peer
+//! (`GET /raft/stream`, upgraded to raw framed batches: [`stream`]) and writes every
+//! message for that peer into it; the peer's answers travel back on its own stream in the
+//! other direction, as etcd's rafthttp streams do.
+//!
+//! # Why a stream, not a POST per batch
+//!
+//! The first transport POSTed each batch to the routes below and waited for the `204`.
+//! That cost, per batch and per direction, an HTTP request through reqwest and hyper on
+//! both sides, a hop to the client connection's task and back, and it allowed one request
+//! in flight per peer, so a batch waited for the previous batch's `204`. Under 64 writing
+//! clients a follower spent a fifth of a core on that alone. A stream costs one `write` per
+//! batch and one `read` per few batches, with no answers. The routes below still accept
+//! the same envelopes (from tools, tests, or a node of the previous version); a node only
+//! sends snapshot chunks and the `Snapshot` message that follows them as POSTs.
 //!
 //! # Routes (raft port)
 //!
 //! | route | carries |
 //! | --- | --- |
+//! | `GET /raft/stream` (upgrade) | every message from the connecting peer, framed |
 //! | `POST /raft/appendentries` | Append, heartbeats and their responses |
 //! | `POST /raft/requestvote` | Vote and pre-vote requests and responses |
 //! | `POST /raft/readindex` | a follower's ReadIndex request and the leader's answer |
 //! | `POST /raft/installsnapshot` | snapshot offers and their responses |
+//! | `POST /raft/installsnapshot/chunk` | snapshot data (`transport/snapshot.rs`) |
 //! | `GET /raft/status` | the node's raft status (JSON), as on the client port |
 //!
-//! Each body is a postcard-encoded [`Envelope`]: the cluster id, the sender's id and client
-//! URL, and the messages. A receiver rejects (403) an envelope from another cluster or from a
-//! node that is not a member, and (400) one whose messages do not belong to the route or are
-//! not addressed to it. The sender's client URL is recorded so that a follower can point
-//! clients at the leader (`409 not_leader`).
+//! Each POST body is a postcard-encoded [`Envelope`]: the cluster id, the sender's id and
+//! client URL, and the messages. A receiver rejects (403) an envelope or a stream handshake
+//! from another cluster or from a node that is not a member, and (400) messages that do not
+//! belong to the route or are not from the sender to it. The sender's client URL is
+//! recorded so that a follower can point clients at the leader (`409 not_leader`).
 //!
 //! # Senders
 //!
-//! One task per peer owns a bounded queue ([`PEER_QUEUE_MESSAGES_MAX`]). The driver never
-//! waits on the network: it `try_send`s into the queue and a full queue drops the message
-//! (Raft recovers from lost messages by retrying). The task drains everything queued into
-//! one batch per route, so under load a single HTTP request carries many messages, and keeps
-//! one persistent connection per peer (HTTP/1.1 keep-alive), one request in flight at a time,
-//! which preserves per-route order. A dead or slow peer only ever stalls its own task.
+//! One task per peer owns a bounded queue of batches ([`PEER_QUEUE_BATCHES_MAX`]) and the
+//! stream. Nothing on the write path waits on the network: the driver and the WAL thread
+//! `try_send` one batch per peer per `Ready`, and a full queue drops the batch (Raft
+//! recovers from lost messages by retrying). The task writes everything queued since its
+//! last write as one frame. A dead or slow peer only ever stalls its own task.
 //!
 //! # Fault switch (tests only)
 //!
@@ -48,7 +61,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -59,21 +72,21 @@ use crate::raft::{Body, Message, NodeId};
 use crate::snapshot::SnapshotInfo;
 
 mod snapshot;
+pub mod stream;
 
 pub use snapshot::{CHUNK_PATH, ChunkEnvelope, SnapshotReceiver};
+pub use stream::STREAM_PATH;
 
-/// Messages queued per peer before new ones are dropped. Large enough to absorb a burst of
-/// pipelined appends and heartbeats while one HTTP request is in flight.
-pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
-
-/// Messages sent in one HTTP request at most, so one request stays a bounded size.
-pub const BATCH_MESSAGES_MAX: usize = 512;
+/// Batches (one per `Ready` and peer) queued per peer before new ones are dropped. Large
+/// enough to absorb the readies of a slow write or a reconnect; a few MiB at most (the core
+/// caps an append at 1 MiB and keeps at most 64 in flight per peer).
+pub const PEER_QUEUE_BATCHES_MAX: usize = 1024;
 
 /// Largest envelope a node accepts on the raft port: an append batch (the raft core caps its
 /// payload at `append_bytes_max`, 1 MiB by default) plus one entry of the largest value.
 pub const ENVELOPE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// How long one peer request may take before the batch is given up (Raft will resend).
+/// How long one snapshot-related POST may take before it is given up.
 const PEER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The body of every raft-port POST.
@@ -216,9 +229,9 @@ fn guess_client_url(raft_url: &str) -> Option<String> {
     Some(format!("{base}:{}", port.checked_sub(1000)?))
 }
 
-/// Handles to the per-peer sender tasks.
+/// Handles to the per-peer sender tasks. Shared by the driver and the WAL thread.
 pub struct Peers {
-    senders: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    senders: BTreeMap<NodeId, mpsc::Sender<Vec<Message>>>,
     metrics: Arc<Metrics>,
     directory: Arc<Directory>,
     http: reqwest::Client,
@@ -242,12 +255,11 @@ impl Peers {
             .expect("building an HTTP client without TLS cannot fail");
         let mut senders = BTreeMap::new();
         for (peer, url) in &directory.peer_raft_urls {
-            let (sender, receiver) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-            let task = PeerTask {
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE_BATCHES_MAX);
+            let task = stream::PeerTask {
                 peer: peer.clone(),
-                raft_url: url.trim_end_matches('/').to_string(),
+                authority: authority(url),
                 directory: directory.clone(),
-                http: http.clone(),
                 metrics: metrics.clone(),
             };
             runtime.spawn(task.run(receiver));
@@ -265,8 +277,8 @@ impl Peers {
     }
 
     /// Streams the snapshot `info` to the recipient of `message` (the raft core's `Snapshot`
-    /// message) in the background, then delivers the message (protocol: `transport/snapshot.rs`). Does nothing
-    /// if a stream to that peer is already running.
+    /// message) in the background, then delivers the message (protocol:
+    /// `transport/snapshot.rs`). Does nothing if a stream to that peer is already running.
     pub fn stream_snapshot(&self, message: Message, info: SnapshotInfo) {
         let peer = message.to.clone();
         let Some(raft_url) = self.directory.peer_raft_urls.get(&peer).cloned() else {
@@ -291,113 +303,48 @@ impl Peers {
         });
     }
 
-    /// Queues a message for its recipient without waiting; drops it if the queue is full or
-    /// the recipient is unknown.
-    pub fn send(&self, message: Message) {
-        let Some(sender) = self.senders.get(&message.to) else {
-            tracing::warn!(to = %message.to, "dropping message to unknown node");
-            return;
-        };
-        let peer = message.to.clone();
-        if sender.try_send(message).is_err() {
-            self.metrics
-                .peer_messages_dropped
-                .get_or_create(&PeerLabels { peer })
-                .inc();
+    /// Queues messages for their recipients without waiting: one batch per recipient, in
+    /// order. A batch is dropped if its queue is full; a message to an unknown node is
+    /// dropped with a warning.
+    pub fn send(&self, messages: Vec<Message>) {
+        let mut batches: BTreeMap<&NodeId, Vec<Message>> = BTreeMap::new();
+        for message in messages {
+            match self.senders.get_key_value(&message.to) {
+                Some((peer, _)) => batches.entry(peer).or_default().push(message),
+                None => tracing::warn!(to = %message.to, "dropping message to unknown node"),
+            }
         }
-    }
-}
-
-struct PeerTask {
-    peer: NodeId,
-    raft_url: String,
-    directory: Arc<Directory>,
-    http: reqwest::Client,
-    metrics: Arc<Metrics>,
-}
-
-impl PeerTask {
-    async fn run(self, mut receiver: mpsc::Receiver<Message>) {
-        let labels = PeerLabels {
-            peer: self.peer.clone(),
-        };
-        let mut batch = Vec::new();
-        while receiver.recv_many(&mut batch, BATCH_MESSAGES_MAX).await > 0 {
-            if self.directory.is_blocked(&self.peer) {
-                let count = batch.drain(..).count() as u64;
+        for (peer, batch) in batches {
+            let count = batch.len() as u64;
+            if self.senders[peer].try_send(batch).is_err() {
                 self.metrics
                     .peer_messages_dropped
-                    .get_or_create(&labels)
+                    .get_or_create(&PeerLabels { peer: peer.clone() })
                     .inc_by(count);
-                continue;
-            }
-            for (route, messages) in group_by_route(std::mem::take(&mut batch)) {
-                let count = messages.len() as u64;
-                match self.post(route, messages).await {
-                    Ok(()) => {
-                        self.metrics
-                            .peer_messages_sent
-                            .get_or_create(&labels)
-                            .inc_by(count);
-                    }
-                    Err(error) => {
-                        self.metrics
-                            .peer_messages_dropped
-                            .get_or_create(&labels)
-                            .inc_by(count);
-                        tracing::debug!(peer = %self.peer, %error, "peer send failed");
-                    }
-                }
             }
         }
     }
-
-    async fn post(&self, route: Route, messages: Vec<Message>) -> Result<(), String> {
-        let envelope = Envelope {
-            cluster_id: self.directory.cluster_id.clone(),
-            from: self.directory.id.clone(),
-            from_client_url: self.directory.client_url.clone(),
-            messages,
-        };
-        let body = postcard::to_allocvec(&envelope).map_err(|error| error.to_string())?;
-        let url = format!("{}{}", self.raft_url, route.path());
-        let response = self
-            .http
-            .post(url)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if response.status().is_success() {
-            return Ok(());
-        }
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        Err(format!("{status}: {text}"))
-    }
 }
 
-/// Splits a batch into one batch per route, keeping each route's order.
-fn group_by_route(messages: Vec<Message>) -> BTreeMap<Route, Vec<Message>> {
-    let mut groups: BTreeMap<Route, Vec<Message>> = BTreeMap::new();
-    for message in messages {
-        groups
-            .entry(Route::of(&message.body))
-            .or_default()
-            .push(message);
-    }
-    groups
+/// `http://host:9081/` -> `host:9081`, what a TCP connect takes.
+fn authority(raft_url: &str) -> String {
+    let rest = raft_url
+        .strip_prefix("http://")
+        .unwrap_or(raft_url)
+        .trim_end_matches('/');
+    rest.split('/').next().unwrap_or(rest).to_string()
 }
 
-/// Where the raft-port server delivers accepted messages. Returns false if the driver's
-/// queue is full (the sender gets a 503 and Raft retries later).
-pub type Deliver = Arc<dyn Fn(Message) -> bool + Send + Sync>;
+/// Where the raft-port server delivers accepted messages, a batch at a time. Returns false
+/// if the driver's queue is full (a POST gets a 503; Raft retries later).
+pub type Deliver = Arc<dyn Fn(Vec<Message>) -> bool + Send + Sync>;
 
 #[derive(Clone)]
 struct ServerState {
     directory: Arc<Directory>,
     deliver: Deliver,
     snapshots: Arc<SnapshotReceiver>,
+    inbound: Arc<stream::Inbound>,
 }
 
 /// Body of `POST /test/partition`.
@@ -419,6 +366,7 @@ pub fn router(
         directory,
         deliver,
         snapshots,
+        inbound: Arc::default(),
     };
     let mut router = Router::new();
     if test_faults {
@@ -447,6 +395,14 @@ pub fn router(
         .route(Route::ReadIndex.path(), route(Route::ReadIndex))
         .route(Route::InstallSnapshot.path(), route(Route::InstallSnapshot))
         .route(CHUNK_PATH, post(receive_chunk))
+        .route(
+            STREAM_PATH,
+            get(
+                |State(state): State<ServerState>, request: Request| async move {
+                    stream::accept(state.directory, state.deliver, state.inbound, request)
+                },
+            ),
+        )
         .route("/raft/health", get(|| async { StatusCode::NO_CONTENT }))
         .layer(DefaultBodyLimit::max(ENVELOPE_BYTES_MAX))
         .with_state(state)
@@ -476,10 +432,8 @@ fn receive(state: &ServerState, route: Route, body: &[u8]) -> (StatusCode, Strin
     state
         .directory
         .learn_client_url(&envelope.from, &envelope.from_client_url);
-    for message in envelope.messages {
-        if !(state.deliver)(message) {
-            return (StatusCode::SERVICE_UNAVAILABLE, "driver queue full".into());
-        }
+    if !(state.deliver)(envelope.messages) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "driver queue full".into());
     }
     (StatusCode::NO_CONTENT, String::new())
 }
@@ -529,24 +483,34 @@ async fn receive_chunk(State(state): State<ServerState>, body: Bytes) -> (Status
     }
 }
 
+/// Whether `from` of cluster `cluster_id` may talk to this node (403 otherwise).
+fn check_sender(
+    directory: &Directory,
+    cluster_id: &str,
+    from: &str,
+) -> Result<(), (StatusCode, String)> {
+    if cluster_id != directory.cluster_id {
+        let reason = format!(
+            "cluster id {cluster_id:?} does not match this node's {:?}",
+            directory.cluster_id
+        );
+        return Err((StatusCode::FORBIDDEN, reason));
+    }
+    if !directory.is_peer(from) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!("{from:?} is not a member of this cluster"),
+        ));
+    }
+    Ok(())
+}
+
 fn validate(
     directory: &Directory,
     route: Route,
     envelope: &Envelope,
 ) -> Result<(), (StatusCode, String)> {
-    if envelope.cluster_id != directory.cluster_id {
-        let reason = format!(
-            "cluster id {:?} does not match this node's {:?}",
-            envelope.cluster_id, directory.cluster_id
-        );
-        return Err((StatusCode::FORBIDDEN, reason));
-    }
-    if !directory.is_peer(&envelope.from) {
-        return Err((
-            StatusCode::FORBIDDEN,
-            format!("{:?} is not a member of this cluster", envelope.from),
-        ));
-    }
+    check_sender(directory, &envelope.cluster_id, &envelope.from)?;
     for message in &envelope.messages {
         if message.from != envelope.from || message.to != directory.id {
             return Err((
@@ -599,6 +563,13 @@ mod tests {
             from_client_url: "http://x:1".into(),
             messages: vec![],
         }
+    }
+
+    #[test]
+    fn authority_is_host_and_port() {
+        assert_eq!(authority("http://127.0.0.1:9081"), "127.0.0.1:9081");
+        assert_eq!(authority("http://kv1:9080/"), "kv1:9080");
+        assert_eq!(authority("http://kv1:9080/base/path"), "kv1:9080");
     }
 
     #[test]
