@@ -4,6 +4,8 @@
 //! Built on `prometheus-client` (the Prometheus project's own Rust client): counters and
 //! gauges are atomics, so updating them on the write path costs a few nanoseconds.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,13 +13,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Labels of an HTTP request: the matched route template and the response status.
+/// Labels of an HTTP request: the matched route template and the response status. Shared
+/// strings, so that counting a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// The route template, e.g. `/kv/{*key}`, so keys do not explode the label space.
-    pub route: String,
-    /// The request method.
-    pub method: String,
+    pub route: Arc<str>,
+    /// The request method (`OTHER` for a method outside the standard ones).
+    pub method: &'static str,
     /// The response status code.
     pub status: u16,
 }
@@ -26,7 +29,7 @@ pub struct HttpLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// The route template.
-    pub route: String,
+    pub route: Arc<str>,
 }
 
 /// Labels for peer traffic counters.
@@ -181,7 +184,7 @@ mod tests {
             .http_requests
             .get_or_create(&HttpLabels {
                 route: "/kv/{*key}".into(),
-                method: "PUT".into(),
+                method: "PUT",
                 status: 200,
             })
             .inc();

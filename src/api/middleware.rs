@@ -1,19 +1,26 @@
 //! Middleware of the client API: request ids, access log, metrics, panics, body limits.
+//!
+//! One tower layer ([`Observe`]) does all of it. It was six (tower-http's request id pair
+//! and catch-panic, two `from_fn` middlewares, the body limit): each boxed and cloned its
+//! inner service and allocated for every request, about 3 µs of the 13 µs a read costs a
+//! single node here. The layer is applied per route, so each route's instance remembers its
+//! own route template and latency histogram after the first request.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use prometheus_client::metrics::histogram::Histogram;
+use tower::{Layer, Service};
 
 use super::{ApiError, Limits};
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
@@ -22,27 +29,34 @@ use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 /// few characters). Values that need heavy escaping should use the raw `/kv` API.
 const JSON_OVERHEAD_BYTES_MAX: usize = 64 * 1024;
 
-/// Wraps the routes in all middleware. The first layer added is the innermost.
+/// The request id header, generated when absent and echoed on the response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps the routes in all middleware.
 pub fn apply(routes: Router, limits: &Limits, metrics: Arc<Metrics>) -> Router {
     let body_bytes_max = limits.value_bytes_max + limits.key_bytes_max + JSON_OVERHEAD_BYTES_MAX;
+    let shared = Arc::new(Shared {
+        metrics,
+        body_bytes_max,
+        ids: RequestIds::new(),
+    });
     routes
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            body_bytes_max,
-            refuse_oversized,
-        ))
-        .layer(axum::middleware::from_fn_with_state(metrics, observe))
+        .layer(ObserveLayer { shared })
         .layer(DefaultBodyLimit::max(body_bytes_max))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
+}
+
+/// What every route's [`Observe`] shares.
+struct Shared {
+    metrics: Arc<Metrics>,
+    body_bytes_max: usize,
+    ids: RequestIds,
 }
 
 /// Generates request ids for requests that come without one: a per-process random prefix
-/// and a counter, e.g. `3f9a1c-000001b2`.
-#[derive(Clone)]
-pub struct RequestIds {
+/// and a counter, e.g. `3f9a1c0e-000001b2`.
+struct RequestIds {
     prefix: u32,
-    counter: Arc<AtomicU64>,
+    counter: AtomicU64,
 }
 
 impl RequestIds {
@@ -52,89 +66,186 @@ impl RequestIds {
             .map_or(0, |elapsed| elapsed.subsec_nanos());
         RequestIds {
             prefix: nanos ^ std::process::id().rotate_left(16),
-            counter: Arc::default(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let count = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:08x}-{count:08x}", self.prefix);
+        HeaderValue::from_str(&id).expect("hex digits and a dash are a valid header")
+    }
+}
+
+/// The layer that makes [`Observe`] services.
+#[derive(Clone)]
+struct ObserveLayer {
+    shared: Arc<Shared>,
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            shared: self.shared.clone(),
+            route: Arc::default(),
         }
     }
 }
 
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let count = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:08x}-{count:08x}", self.prefix);
-        Some(RequestId::new(HeaderValue::from_str(&id).ok()?))
+/// Request id, size check, panic catching, metrics and the access log around one route.
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    /// The route template and its latency histogram, filled by the first request.
+    route: Arc<OnceLock<(Arc<str>, Histogram)>>,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let (route, seconds) = self
+            .route
+            .get_or_init(|| {
+                let route: Arc<str> = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or("unmatched", MatchedPath::as_str)
+                    .into();
+                let labels = RouteLabels {
+                    route: route.clone(),
+                };
+                let seconds = self
+                    .shared
+                    .metrics
+                    .http_request_seconds
+                    .get_or_create(&labels);
+                (route, seconds.clone())
+            })
+            .clone();
+        let request_id = match request.headers().get(&REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.shared.ids.next();
+                request.headers_mut().insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let method = method_label(request.method());
+        let logged = tracing::enabled!(target: "kvstore::access", tracing::Level::INFO)
+            .then(|| request.uri().path().to_string());
+        let shared = self.shared.clone();
+        let answer = match oversized(&request, shared.body_bytes_max) {
+            Some(refusal) => Answer::Ready(Some(refusal)),
+            None => {
+                // Take the service that was polled ready; leave a clone for the next call.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+                    Ok(future) => Answer::Pending(Box::pin(future)),
+                    Err(panic) => Answer::Ready(Some(panic_response(panic))),
+                }
+            }
+        };
+        Box::pin(async move {
+            let mut response = answer.await?;
+            let elapsed = started.elapsed();
+            let status = response.status().as_u16();
+            seconds.observe(elapsed.as_secs_f64());
+            let labels = HttpLabels {
+                route,
+                method,
+                status,
+            };
+            shared.metrics.http_requests.get_or_create(&labels).inc();
+            if let Some(path) = logged {
+                tracing::info!(
+                    target: "kvstore::access",
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    method,
+                    %path,
+                    status,
+                    latency_us = elapsed.as_micros() as u64,
+                );
+            }
+            response.headers_mut().insert(REQUEST_ID, request_id);
+            Ok(response)
+        })
     }
 }
 
-/// Logs one line per request (target `kvstore::access`) and records metrics.
-///
-/// The path and request id are copied out of the request only when the access log is on
-/// (`RUST_LOG=...,kvstore::access=warn` turns it off): with it off, a request costs no
-/// allocation here beyond the metric labels.
-async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || "unmatched".to_string(),
-        |matched| matched.as_str().to_string(),
-    );
-    let logged = tracing::enabled!(target: "kvstore::access", tracing::Level::INFO).then(|| {
-        let request_id = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("-")
-            .to_string();
-        (request.uri().path().to_string(), request_id)
-    });
-    let response = next.run(request).await;
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    metrics
-        .http_request_seconds
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
-        .observe(elapsed.as_secs_f64());
-    metrics
-        .http_requests
-        .get_or_create(&HttpLabels {
-            route,
-            method: method.as_str().to_string(),
-            status,
-        })
-        .inc();
-    if let Some((path, request_id)) = logged {
-        tracing::info!(
-            target: "kvstore::access",
-            request_id = %request_id,
-            %method,
-            %path,
-            status,
-            latency_us = elapsed.as_micros() as u64,
-        );
+/// The response of a route: a future (whose panics become a JSON 500), or known already.
+enum Answer<F> {
+    Pending(Pin<Box<F>>),
+    Ready(Option<Response>),
+}
+
+impl<F, E> Future for Answer<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Pending(future) => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                    Ok(poll) => poll,
+                    Err(panic) => Poll::Ready(Ok(panic_response(panic))),
+                }
+            }
+            Answer::Ready(response) => Poll::Ready(Ok(response
+                .take()
+                .expect("an answer is polled to completion once"))),
+        }
     }
-    response
+}
+
+/// The method as a metric label, without allocating.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
 }
 
 /// Refuses a body whose announced `Content-Length` is over the limit before reading any of
 /// it (the extractors' limit still catches chunked bodies while they are read).
-async fn refuse_oversized(
-    State(body_bytes_max): State<usize>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let announced = request
+fn oversized(request: &Request, body_bytes_max: usize) -> Option<Response> {
+    let length = request
         .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.parse::<u64>().ok());
-    match announced {
-        Some(length) if length > body_bytes_max as u64 => ApiError::too_large(format!(
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
+    (length > body_bytes_max as u64).then(|| {
+        ApiError::too_large(format!(
             "request body is {length} bytes; the limit is {body_bytes_max} bytes"
         ))
-        .into_response(),
-        _ => next.run(request).await,
-    }
+        .into_response()
+    })
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -151,6 +151,19 @@ impl Driver {
             // Every sender is gone: nobody can ask anything of this node any more.
             self.shutdown = true;
         }
+        if count < EVENTS_PER_ITERATION_MAX {
+            // Let the tasks that are ready to run (HTTP handlers with their proposals, peer
+            // streams) run first, then take what they queued too: one iteration, one append
+            // per follower and one WAL write for all of it. Otherwise a handler's wake-up
+            // runs the driver at once and every proposal becomes an append of its own.
+            tokio::task::yield_now().await;
+            while received.len() < EVENTS_PER_ITERATION_MAX {
+                match self.parts.events.try_recv() {
+                    Ok(event) => received.push(event),
+                    Err(_) => break,
+                }
+            }
+        }
         for event in received.drain(..) {
             self.handle_event(event)?;
         }
