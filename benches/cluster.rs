@@ -60,6 +60,9 @@ fn start_cluster() -> Cluster {
     .expect("temp dir");
     let ids = ["n1", "n2", "n3"];
     let ports: Vec<(u16, u16)> = ids.iter().map(|_| (free_port(), free_port())).collect();
+    // The three nodes share this machine: a third of its cores each, as the scripts do.
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    let workers = cores.div_ceil(ids.len()).to_string();
     let mut children = Vec::new();
     for (index, id) in ids.iter().enumerate() {
         let peers: Vec<String> = ids
@@ -79,6 +82,7 @@ fn start_cluster() -> Cluster {
             .arg(peers.join(","))
             .arg("--data")
             .arg(dir.path().join(id))
+            .args(["--worker-threads", &workers])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

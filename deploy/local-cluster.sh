@@ -8,6 +8,8 @@
 # Client ports 8081-8083, raft ports 9081-9083, data under ./data/<id>, logs in
 # ./data/<id>.log. Starting again reuses the data: nothing acknowledged is lost.
 # Override with KVSTORE_DATA_ROOT and KVSTORE_BASE_PORT (n1's client port minus 1).
+# The three nodes share this machine's cores: each gets a third of them as worker threads
+# (at least 1; WORKER_THREADS overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,7 @@ data_root=${KVSTORE_DATA_ROOT:-./data}
 base_port=${KVSTORE_BASE_PORT:-8080}
 ids=(n1 n2 n3)
 bin=target/release
+workers=${WORKER_THREADS:-$(( ($(nproc) + 2) / 3 ))}
 
 client_port() { echo $((base_port + $1 + 1)); }
 
@@ -26,7 +29,8 @@ node_args() {
     peers+="${peers:+,}${ids[$j]}=http://127.0.0.1:$(($(client_port "$j") + 1000))"
   done
   echo --id "${ids[$i]}" --addr "127.0.0.1:$(client_port "$i")" \
-    --raft-addr "127.0.0.1:$(($(client_port "$i") + 1000))" --peers "$peers" --data "$data_root/${ids[$i]}"
+    --raft-addr "127.0.0.1:$(($(client_port "$i") + 1000))" --peers "$peers" --data "$data_root/${ids[$i]}" \
+    --worker-threads "$workers"
 }
 
 build() {

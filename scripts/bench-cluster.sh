@@ -9,12 +9,15 @@
 # deploy/local-cluster.sh is that the per-request access log is at WARN
 # (RUST_LOG=info,kvstore::access=warn) unless KVSTORE_BENCH_LOG is set. KVNODE picks the binary
 # (default target/release/kvnode), e.g. a saved copy of the previous build for an A/B run.
+# Like local-cluster.sh, each node gets a third of the cores as worker threads (at least 1;
+# WORKER_THREADS overrides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmd=${1:?start|stop}
 dir=${2:?data dir}
 base=${3:-18080}
 ids=(n1 n2 n3)
+workers=${WORKER_THREADS:-$(( ($(nproc) + 2) / 3 ))}
 case "$cmd" in
 start)
   mkdir -p "$dir"
@@ -28,7 +31,7 @@ start)
     RUST_LOG=${KVSTORE_BENCH_LOG:-info,kvstore::access=warn} "${KVNODE:-target/release/kvnode}" \
       --id "${ids[$i]}" --addr "127.0.0.1:$((base + i + 1))" \
       --raft-addr "127.0.0.1:$((base + i + 1 + 1000))" --peers "$peers" \
-      --data "$dir/${ids[$i]}" > "$dir/${ids[$i]}.log" 2>&1 &
+      --data "$dir/${ids[$i]}" --worker-threads "$workers" > "$dir/${ids[$i]}.log" 2>&1 &
     echo $! >> "$dir/pids"
   done
   seeds="http://127.0.0.1:$((base + 1)),http://127.0.0.1:$((base + 2)),http://127.0.0.1:$((base + 3))"

@@ -87,6 +87,11 @@ pub struct Args {
     /// Most open HTTP connections per port (lowered to fit the descriptor limit).
     #[arg(long, env = "HTTP_CONNECTIONS_MAX", default_value_t = 4096)]
     pub http_connections_max: usize,
+    /// Threads that serve HTTP and run the driver (default: one per CPU). Nodes that share
+    /// a machine should split its cores between them: three nodes on two cores do best
+    /// with 1 each, since every thread more costs wake-ups across CPUs.
+    #[arg(long, env = "WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Serve the test-only fault switch `POST /test/partition` on the raft port. Never in
     /// production: anyone who can reach the raft port could partition the node.
     #[arg(long, env = "KVSTORE_TEST_FAULTS", hide = true)]
@@ -106,6 +111,8 @@ pub struct Resolved {
     pub limits: Limits,
     /// Per-connection limits of both ports.
     pub serve: crate::server::ServeLimits,
+    /// Async runtime worker threads (None: one per CPU).
+    pub worker_threads: Option<usize>,
 }
 
 /// Resolves arguments (and the few environment variables that have no flag) into a
@@ -187,12 +194,16 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
         header_read_timeout: Duration::from_millis(args.http_header_timeout_ms),
         connections_max: args.http_connections_max,
     };
+    if args.worker_threads == Some(0) {
+        return Err("--worker-threads must be at least 1".into());
+    }
     Ok(Resolved {
         node,
         client_addr,
         raft_addr,
         limits,
         serve,
+        worker_threads: args.worker_threads,
     })
 }
 
@@ -402,6 +413,21 @@ mod tests {
         assert_eq!(resolved.node.voters(), vec!["n1"]);
         assert_eq!(resolved.node.data_dir, PathBuf::from("data/n1"));
         assert_eq!(resolved.node.client_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_runtime_and_zero_is_refused() {
+        assert_eq!(resolve(&args(&[]), no_env).unwrap().worker_threads, None);
+        let one = resolve(&args(&["--worker-threads", "1"]), no_env).unwrap();
+        assert_eq!(one.worker_threads, Some(1));
+        let error = resolve(&args(&["--worker-threads", "0"]), no_env).unwrap_err();
+        assert!(error.contains("--worker-threads"), "{error}");
+    }
+
+    #[test]
+    fn header_unsafe_cluster_ids_are_refused() {
+        let error = resolve(&args(&["--cluster-id", "a b"]), no_env).unwrap_err();
+        assert!(error.contains("--cluster-id"), "{error}");
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::transport::{Peers, SnapshotReceiver};
 /// latency one iteration adds while still batching many proposals into one fsync.
 pub const EVENTS_PER_ITERATION_MAX: usize = 4096;
 
+/// Times the driver yields at most before an iteration while events keep arriving.
+const YIELDS_MAX: usize = 4;
+
 /// Ticks the driver catches up at most after a stall (a slow fsync, a paused process).
 /// Beyond this it skips ahead rather than firing a burst of elections and heartbeats.
 const TICKS_CATCH_UP_MAX: u32 = 4;
@@ -156,11 +159,17 @@ impl Driver {
             // streams) run first, then take what they queued too: one iteration, one append
             // per follower and one WAL write for all of it. Otherwise a handler's wake-up
             // runs the driver at once and every proposal becomes an append of its own.
-            tokio::task::yield_now().await;
-            while received.len() < EVENTS_PER_ITERATION_MAX {
-                match self.parts.events.try_recv() {
-                    Ok(event) => received.push(event),
-                    Err(_) => break,
+            for _ in 0..YIELDS_MAX {
+                tokio::task::yield_now().await;
+                let before = received.len();
+                while received.len() < EVENTS_PER_ITERATION_MAX {
+                    match self.parts.events.try_recv() {
+                        Ok(event) => received.push(event),
+                        Err(_) => break,
+                    }
+                }
+                if received.len() == before {
+                    break;
                 }
             }
         }
