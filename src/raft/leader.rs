@@ -20,8 +20,11 @@ pub(crate) struct Leader {
     /// the cluster's, so reads wait (thesis §6.4 step 1).
     term_start: Index,
     heartbeat_elapsed_ticks: u64,
-    /// Send a heartbeat to every follower in the next ready (tick or new read round).
+    /// Send a heartbeat to every follower in the next ready (the periodic one).
     heartbeat_due: bool,
+    /// Send the waiting read round in the next ready, to just enough followers to make a
+    /// quorum (see `read_round_recipients`).
+    read_round_due: bool,
     reads: ReadQueue,
 }
 
@@ -41,6 +44,7 @@ impl Leader {
             term_start,
             heartbeat_elapsed_ticks: 0,
             heartbeat_due: false,
+            read_round_due: false,
             reads: ReadQueue::default(),
         }
     }
@@ -222,7 +226,7 @@ impl Leader {
             .reads
             .register(context, from, core.log.commit, confirmed)
         {
-            self.heartbeat_due = true;
+            self.read_round_due = true;
         }
         self.complete_reads(core);
     }
@@ -253,7 +257,7 @@ impl Leader {
     fn complete_reads(&mut self, core: &mut Core) {
         let confirmed = self.confirmed_read_round();
         if self.reads.wants_round(confirmed) {
-            self.heartbeat_due = true;
+            self.read_round_due = true;
         }
         for PendingRead {
             context,
@@ -295,6 +299,7 @@ impl Leader {
     /// Whether `send_appends` would send anything.
     pub(crate) fn wants_send(&self, core: &Core) -> bool {
         self.heartbeat_due
+            || self.read_round_due
             || self
                 .progress
                 .values()
@@ -322,14 +327,20 @@ impl Leader {
     /// byte limit allow, a snapshot where compacted entries are needed, and a commit notice
     /// to a caught-up follower that has not heard the latest commit index it can use.
     pub(crate) fn send_appends(&mut self, core: &mut Core) {
-        let heartbeat = std::mem::take(&mut self.heartbeat_due);
-        let read_seq = if heartbeat {
+        let everyone = std::mem::take(&mut self.heartbeat_due);
+        let round = std::mem::take(&mut self.read_round_due);
+        let read_seq = if everyone || round {
             self.reads.send_round()
         } else {
             0
         };
+        let recipients = if round && !everyone {
+            self.read_round_recipients(core.quorum() - 1)
+        } else {
+            Vec::new()
+        };
         for (to, progress) in self.progress.iter_mut() {
-            if heartbeat {
+            if everyone || recipients.contains(to) {
                 Self::send_heartbeat(core, to, progress, read_seq);
             }
             let sent = Self::send_entries(core, to, progress);
@@ -339,6 +350,25 @@ impl Leader {
                 Self::send_append(core, to, progress, prev_index, false);
             }
         }
+    }
+
+    /// The followers a read round goes to: the `count` that acknowledged the latest round
+    /// (ties in id order). With the leader they are a quorum, which is all a round needs;
+    /// the others are spared a message and an answer per round (half the followers' cost
+    /// of reads with three nodes). Should one of them stop answering, the next periodic
+    /// heartbeat, which goes to everyone, lets another take its place.
+    fn read_round_recipients(&self, count: usize) -> Vec<NodeId> {
+        let mut followers: Vec<(&NodeId, u64)> = self
+            .progress
+            .iter()
+            .map(|(id, progress)| (id, progress.read_ack))
+            .collect();
+        followers.sort_by_key(|(_, ack)| std::cmp::Reverse(*ack));
+        followers
+            .into_iter()
+            .take(count)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     fn send_heartbeat(core: &mut Core, to: &NodeId, progress: &mut Progress, read_seq: u64) {

@@ -72,7 +72,10 @@
 //! - **Linearizable reads** (thesis §6.4): ReadIndex. A leader records its commit index
 //!   (after its no-op has committed; reads arriving earlier wait) and a read round; the next
 //!   heartbeat carries the round, and once a majority echoes it every read of that round or
-//!   earlier is confirmed together. Followers forward reads to the leader. A leader that
+//!   earlier is confirmed together. One round is in flight at a time (reads arriving
+//!   meanwhile share the next), and a round triggered by reads goes only to as many
+//!   followers as make a quorum with the leader, those that answered last; the periodic
+//!   heartbeat still goes to all. Followers forward reads to the leader. A leader that
 //!   steps down aborts its reads; a follower aborts the reads it forwarded when its leader
 //!   or term changes, and a non-leader refuses forwarded reads.
 //! - **Snapshots** (Raft §7): [`Raft::compact`] drops the applied, durable prefix. A

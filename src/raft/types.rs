@@ -26,7 +26,56 @@ pub struct Entry {
     pub term: Term,
     /// The state machine command, opaque to Raft. Empty for the no-op entry a new leader
     /// appends at the start of its term (Raft §8); the state machine ignores empty commands.
+    #[serde(with = "byte_vec")]
     pub command: Vec<u8>,
+}
+
+/// Serde for a `Vec<u8>` as one run of bytes (`serialize_bytes`) instead of a sequence of
+/// `u8` visited one at a time. In postcard both are a varint length and the raw bytes, so
+/// the wire form does not change; only the speed does (about 2x for a 100-byte command in
+/// an append).
+pub mod byte_vec {
+    use std::fmt;
+
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// Writes `bytes` as one run.
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    /// Reads a run of bytes (or, from a format without one, a sequence of `u8`).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_bytes(ByteVec)
+    }
+
+    struct ByteVec;
+
+    impl<'de> Visitor<'de> for ByteVec {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("bytes")
+        }
+
+        fn visit_bytes<E>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            // Preallocate no more than a small bound: the length is the sender's claim.
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(byte) = seq.next_element()? {
+                bytes.push(byte);
+            }
+            Ok(bytes)
+        }
+    }
 }
 
 /// The state a node must persist before it answers any message that depends on it
@@ -51,4 +100,39 @@ pub struct SnapshotMeta {
     pub term: Term,
     /// The cluster's voting members as of `index`, sorted.
     pub voters: Vec<NodeId>,
+}
+
+#[cfg(test)]
+mod byte_vec_tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::Entry;
+
+    /// `Entry` as it was serialized before `byte_vec`: the command as a sequence of `u8`.
+    #[derive(Serialize, Deserialize)]
+    struct PlainEntry {
+        index: u64,
+        term: u64,
+        command: Vec<u8>,
+    }
+
+    #[test]
+    fn the_wire_form_is_that_of_a_plain_vec() {
+        for length in [0, 1, 127, 128, 300] {
+            let command: Vec<u8> = (0..length).map(|byte| byte as u8).collect();
+            let entry = Entry {
+                index: 7,
+                term: 3,
+                command: command.clone(),
+            };
+            let plain = PlainEntry {
+                index: 7,
+                term: 3,
+                command,
+            };
+            let bytes = postcard::to_allocvec(&entry).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&plain).unwrap());
+            assert_eq!(postcard::from_bytes::<Entry>(&bytes).unwrap(), entry);
+        }
+    }
 }

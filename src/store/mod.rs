@@ -72,6 +72,7 @@ pub enum Command {
         /// The key.
         key: String,
         /// The new value.
+        #[serde(with = "crate::raft::byte_vec")]
         value: Vec<u8>,
         /// When to apply.
         condition: Condition,
