@@ -43,6 +43,11 @@
 //! recovers from lost messages by retrying). The task writes everything queued since its
 //! last write as one frame. A dead or slow peer only ever stalls its own task.
 //!
+//! Writing each frame straight into the socket from the driver or the WAL thread, with a
+//! non-blocking write and the task only for leftovers, was tried: it saved a task wake-up
+//! per batch but measured no faster (puts and reads within noise, one-client latency
+//! slightly worse), so the simpler queue stayed.
+//!
 //! # Fault switch (tests only)
 //!
 //! Started with `--test-faults`, a node serves `POST /test/partition` on the raft port with

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::format::{self, RecordRef, SEGMENT_HEADER_BYTES, SegmentHeader};
 use super::fs::{FileSystem, WalFile};
 use super::recovery::{self, Location, ReplayState, SegmentMeta, TornTail};
+use super::spare::{self, Spares};
 use super::{Options, Record, Recovered};
 use crate::raft::{Entry, HardState, Index, Term};
 use crate::{Error, Result};
@@ -32,6 +33,8 @@ pub struct Wal {
     buffer: Vec<u8>,
     /// Deletes dead segments in the background (TRUNCATION).
     deleter: Deleter,
+    /// Prepares the next segment's zero-filled file in the background (PREALLOCATION).
+    spares: Spares,
 }
 
 /// A thread that deletes dead segment files a few MiB at a time
@@ -101,6 +104,7 @@ impl Wal {
                 .map_err(|error| Error::io("create directory", dir, error))?;
         }
         let replayed = recovery::replay(fs.as_ref(), dir, true)?;
+        let options_segment_bytes = options.segment_bytes_max;
         let mut state = replayed.state;
         let entries = state.entries.take().unwrap_or_default();
         let mut wal = Wal {
@@ -114,6 +118,7 @@ impl Wal {
             poisoned: false,
             buffer: Vec::new(),
             deleter: Deleter::default(),
+            spares: Spares::new(dir, options_segment_bytes),
         };
         let repaired = match replayed.torn {
             Some(torn) if wal.options.read_only => Some(format!(
@@ -225,13 +230,16 @@ impl Wal {
             }
             self.active = Some(file);
             self.active_start_bytes = SEGMENT_HEADER_BYTES as u64;
-            return Ok(());
+        } else {
+            let first_index = self.state.last_index() + 1;
+            let (segment, file, start_bytes) = self.create_segment(1, first_index)?;
+            self.segments.push(segment);
+            self.active = Some(file);
+            self.active_start_bytes = start_bytes;
         }
-        let first_index = self.state.last_index() + 1;
-        let (segment, file, start_bytes) = self.create_segment(1, first_index)?;
-        self.segments.push(segment);
-        self.active = Some(file);
-        self.active_start_bytes = start_bytes;
+        if self.options.preallocate {
+            self.spares.prepare();
+        }
         Ok(())
     }
 
@@ -258,14 +266,7 @@ impl Wal {
             format::segment_file_name(&header),
             format::TEMPORARY_SUFFIX
         ));
-        let mut file = self
-            .fs
-            .create_new(&temporary)
-            .map_err(|error| Error::io("create segment", &temporary, error))?;
-        if self.options.preallocate {
-            file.preallocate(self.options.segment_bytes_max)
-                .map_err(|error| Error::io("preallocate", &temporary, error))?;
-        }
+        let mut file = self.new_segment_file(&temporary)?;
         file.append(&bytes)
             .map_err(|error| Error::io("write", &temporary, error))?;
         file.sync_data()
@@ -281,6 +282,39 @@ impl Wal {
             bytes: bytes.len() as u64,
         };
         Ok((segment, file, bytes.len() as u64))
+    }
+
+    /// The file of a new segment, its full size allocated (PREALLOCATION): the spare if
+    /// one is ready, else filled with zeros here for the first segment of a log, else
+    /// `fallocate`d. The write position is at 0.
+    fn new_segment_file(&mut self, temporary: &Path) -> Result<Box<dyn WalFile>> {
+        if !self.options.preallocate {
+            return self
+                .fs
+                .create_new(temporary)
+                .map_err(|error| Error::io("create segment", temporary, error));
+        }
+        let filled = match self.spares.take() {
+            Some(spare) => self.fs.rename(&spare, temporary).is_ok(),
+            None if self.segments.is_empty() => {
+                let never = std::sync::atomic::AtomicBool::new(false);
+                spare::fill(temporary, self.options.segment_bytes_max, None, &never).is_ok()
+            }
+            None => false,
+        };
+        let mut file = if filled {
+            self.fs.open_append(temporary)
+        } else {
+            let _ = self.fs.remove_file(temporary);
+            self.fs.create_new(temporary)
+        }
+        .map_err(|error| Error::io("create segment", temporary, error))?;
+        file.set_write_position(0);
+        if !filled {
+            file.preallocate(self.options.segment_bytes_max)
+                .map_err(|error| Error::io("preallocate", temporary, error))?;
+        }
+        Ok(file)
     }
 
     fn sync_dir(&self) -> Result<()> {
@@ -447,6 +481,9 @@ impl Wal {
         self.segments.push(segment);
         self.active = Some(file);
         self.active_start_bytes = start_bytes;
+        if self.options.preallocate {
+            self.spares.prepare();
+        }
         Ok(())
     }
 
@@ -727,4 +764,44 @@ fn io_slices<'a>(buffer: &'a [u8], parts: &[Part<'a>]) -> Vec<IoSlice<'a>> {
             Part::Detached(command) => IoSlice::new(command),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: Index) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            command: vec![7; 40],
+        }
+    }
+
+    #[test]
+    fn rotation_takes_the_prepared_spare() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            segment_bytes_max: 4096,
+            ..Options::default()
+        };
+        let (mut wal, _) = Wal::open(dir.path(), options.clone()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !wal.spares.is_ready() {
+            assert!(std::time::Instant::now() < deadline, "no spare within 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut index = 1;
+        while wal.segments().len() < 2 {
+            wal.save(None, &[entry(index)]).unwrap();
+            index += 1;
+        }
+        let second = wal.segments()[1].path.clone();
+        assert_eq!(std::fs::metadata(&second).unwrap().len(), 4096);
+        assert_eq!(wal.spares.taken(), 1, "the rotation used the spare");
+        drop(wal);
+        let (wal, recovered) = Wal::open(dir.path(), options).unwrap();
+        assert_eq!(recovered.entries.len() as Index, index - 1);
+        assert_eq!(wal.last_index(), index - 1);
+    }
 }
