@@ -204,21 +204,24 @@ pub const VOTERS_MAX: usize = 255;
 pub const NODE_ID_BYTES_MAX: usize = crate::wal::format::NODE_ID_BYTES_MAX;
 /// Largest snapshot file accepted from a leader or read as a body length.
 pub const FILE_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
-/// Write buffer: 1 MiB appends are large sequential writes, and bound the memory used.
-pub const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Write buffer: 256 KiB appends are large sequential writes, and bound the memory used.
+pub const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 /// Read buffer for verify and load: 1 MiB sequential reads.
 pub const READ_BUFFER_BYTES: usize = 1024 * 1024;
 /// A snapshot being written is made durable every this many bytes, and paced (see
-/// [`WRITE_BYTES_PER_SECOND_MAX`]).
-pub const SYNC_INTERVAL_BYTES: u64 = 1024 * 1024;
+/// [`WRITE_BYTES_PER_SECOND_MAX`]). Each of these flushes holds the disk while WAL
+/// fdatasyncs wait behind it, so smaller is gentler: once the WAL's own fsyncs got faster
+/// (zero-filled segments, 127,000 writes/s in `examples/snapshot_restart`), 1 MiB flushes
+/// put the write p99 during snapshots at 2.0-2.3x of its value without, 256 KiB at
+/// 1.3-1.9x (median 1.45x, three runs).
+pub const SYNC_INTERVAL_BYTES: u64 = 256 * 1024;
 /// The fastest a snapshot file is written, in bytes per second: the writer sleeps when it
 /// gets ahead. Snapshots have no deadline; the WAL's fdatasyncs, which clients wait on,
 /// share the disk with them. Measured on the development machine (a disk that writes
 /// about 430 MB/s): while a 1 MiB-at-a-time writer ran flat out, a small WAL append +
 /// fdatasync had p99 2-7 ms; capped at 50 MB/s, p99 0.7 ms (0.3 ms with no writer).
-/// At 32 MiB/s a 1,000,000-key snapshot (122 MiB) takes about 4 s. With it, the write p99
-/// of `examples/snapshot_restart` while snapshots run was 1.4-2.1x (median 1.5x, four runs)
-/// of its value without; at 64 MiB/s, 1.26x and 2.02x in two runs.
+/// At 32 MiB/s a 1,000,000-key snapshot (122 MiB) takes about 4 s (and see
+/// [`SYNC_INTERVAL_BYTES`] for the write p99 while it runs).
 pub const WRITE_BYTES_PER_SECOND_MAX: u64 = 32 * 1024 * 1024;
 /// Pause between the steps of deleting an old snapshot file, for the same reason.
 const REMOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
