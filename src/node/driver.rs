@@ -269,8 +269,6 @@ impl Driver {
         }
         if ticks > 0 {
             self.tick_timer.as_mut().reset(self.next_tick.into());
-        }
-        if ticks > 0 {
             // Forget requests whose HTTP handler has given up (deadline passed).
             self.proposals
                 .retain(|_, proposal| !proposal.reply.is_closed());

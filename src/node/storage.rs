@@ -238,10 +238,14 @@ struct Merged {
     entries: Vec<Entry>,
     messages: Vec<Message>,
     jobs: u64,
+    /// Command bytes of the jobs as submitted (spliced-away entries included), as the
+    /// driver counted them.
+    bytes: u64,
 }
 
 impl Merged {
     fn add(&mut self, hard_state: Option<HardState>, entries: Vec<Entry>, messages: Vec<Message>) {
+        self.bytes += command_bytes(&entries);
         if hard_state.is_some() {
             self.hard_state = hard_state;
         }
@@ -327,7 +331,7 @@ impl Writer {
         }
         self.peers.send(merged.messages);
         let last = merged.entries.last().map(|entry| (entry.index, entry.term));
-        self.done(merged.jobs, command_bytes(&merged.entries), last);
+        self.done(merged.jobs, merged.bytes, last);
         Ok(())
     }
 
@@ -389,6 +393,8 @@ mod tests {
         merged.add(None, vec![entry(3, 3)], vec![]);
         assert_eq!(indexes(&merged), [(3, 3)]);
         assert_eq!(merged.jobs, 4);
+        // Counted as submitted, so the driver's count of unwritten bytes returns to zero.
+        assert_eq!(merged.bytes, 7);
     }
 
     #[test]
