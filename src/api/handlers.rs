@@ -3,7 +3,8 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -131,6 +132,19 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
+/// The write condition of a request's `If-Match` / `If-None-Match`, read from the headers
+/// in place (the `HeaderMap` extractor would clone every header of every write). It never
+/// rejects: the handler reports a bad condition after a bad key, as before.
+pub struct Conditional(Result<Condition, ApiError>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Conditional {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Conditional(condition(&parts.headers)))
+    }
+}
+
 /// Parses `If-Match` / `If-None-Match` into a write condition.
 fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
     let text = |name: header::HeaderName| -> Result<Option<String>, ApiError> {
@@ -160,8 +174,13 @@ fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
     }
 }
 
+/// `"42"`: a revision as an entity tag, formatted without a `String` on the way.
 fn etag(revision: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{revision}\"")).expect("a quoted number is a valid header")
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(revision).as_bytes();
+    let mut quoted = [b'"'; 22]; // u64::MAX has 20 digits
+    quoted[1..=digits.len()].copy_from_slice(digits);
+    HeaderValue::from_bytes(&quoted[..digits.len() + 2]).expect("a quoted number is a valid header")
 }
 
 /// `GET /kv/{key}`: the raw value with its revision as ETag.
@@ -189,11 +208,11 @@ pub async fn kv_get(
 pub async fn kv_put(
     State(api): State<Api>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    Conditional(condition): Conditional,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let key = path_key(&api, path)?;
-    let condition = condition(&headers)?;
+    let condition = condition?;
     let value = body_bytes(body)?;
     api.check_value(&value)?;
     let command = Command::Put {
@@ -217,10 +236,10 @@ pub async fn kv_put(
 pub async fn kv_delete(
     State(api): State<Api>,
     path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    Conditional(condition): Conditional,
 ) -> ApiResult {
     let key = path_key(&api, path)?;
-    let condition = condition(&headers)?;
+    let condition = condition?;
     let existed = delete(&api, &key, condition).await?;
     Ok(Json(json!({"ok": true, "key": key, "deleted": existed})).into_response())
 }
@@ -358,4 +377,16 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         "method_not_allowed",
         format!("{method} is not supported on {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_is_the_quoted_revision() {
+        for revision in [0, 7, 42, 1_000_000, u64::MAX] {
+            assert_eq!(etag(revision), format!("\"{revision}\"").as_str());
+        }
+    }
 }

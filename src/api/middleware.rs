@@ -72,9 +72,27 @@ impl RequestIds {
 
     fn next(&self) -> HeaderValue {
         let count = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:08x}-{count:08x}", self.prefix);
-        HeaderValue::from_str(&id).expect("hex digits and a dash are a valid header")
+        // `{prefix:08x}-{count:08x}` (the count grows past 8 digits), without `format!`.
+        let mut id = [0u8; 25];
+        let mut end = hex(u64::from(self.prefix), 8, &mut id);
+        id[end] = b'-';
+        end += 1;
+        end += hex(count, 8, &mut id[end..]);
+        HeaderValue::from_bytes(&id[..end]).expect("hex digits and a dash are a valid header")
     }
+}
+
+/// Writes `value` in lower-case hex, at least `width` digits, to the start of `out`;
+/// returns how many bytes it wrote.
+fn hex(value: u64, width: usize, out: &mut [u8]) -> usize {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let significant = (64 - value.leading_zeros() as usize).div_ceil(4);
+    let len = significant.max(width);
+    for (position, byte) in out[..len].iter_mut().enumerate() {
+        let shift = 4 * (len - 1 - position);
+        *byte = DIGITS[((value >> shift) & 0xf) as usize];
+    }
+    len
 }
 
 /// The layer that makes [`Observe`] services.
@@ -289,6 +307,30 @@ mod tests {
         let status = response.status();
         let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn hex_matches_format() {
+        for value in [0, 1, 0xf, 0x10, 0xdead_beef, 0x1_0000_0000, u64::MAX] {
+            let mut out = [0u8; 16];
+            let len = hex(value, 8, &mut out);
+            assert_eq!(
+                std::str::from_utf8(&out[..len]).unwrap(),
+                format!("{value:08x}")
+            );
+        }
+    }
+
+    #[test]
+    fn request_ids_are_prefix_dash_counter() {
+        let ids = RequestIds {
+            prefix: 0x3f9a_1c0e,
+            counter: AtomicU64::new(0x1b2),
+        };
+        assert_eq!(ids.next(), "3f9a1c0e-000001b2");
+        assert_eq!(ids.next(), "3f9a1c0e-000001b3");
+        ids.counter.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(ids.next(), "3f9a1c0e-ffffffffffffffff");
     }
 
     #[tokio::test]

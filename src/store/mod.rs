@@ -244,18 +244,21 @@ impl Store {
                 (key, *condition)
             }
         };
-        let current = self
-            .data
-            .get(key.as_str())
-            .map(|versioned| versioned.revision);
-        let holds = match condition {
-            Condition::None => true,
-            Condition::Revision(revision) => current == Some(revision),
-            Condition::Absent => current.is_none(),
-            Condition::Present => current.is_some(),
-        };
-        if !holds {
-            return Outcome::PreconditionFailed { current };
+        // An unconditional write (the common case) needs no lookup: one tree walk, not two.
+        if condition != Condition::None {
+            let current = self
+                .data
+                .get(key.as_str())
+                .map(|versioned| versioned.revision);
+            let holds = match condition {
+                Condition::None => true,
+                Condition::Revision(revision) => current == Some(revision),
+                Condition::Absent => current.is_none(),
+                Condition::Present => current.is_some(),
+            };
+            if !holds {
+                return Outcome::PreconditionFailed { current };
+            }
         }
         match command {
             Command::Put { key, value, .. } => {
