@@ -287,6 +287,11 @@ fn bad_input_gets_clear_errors_and_the_node_keeps_serving() {
     let head = huge_request_head(&node, 64 * 1024 * 1024);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(head.contains("payload_too_large"), "{head}");
+    // A chunked body has no Content-Length: it is refused when the read passes the limit.
+    let head = chunked_request_head(&node, 256 * 1024);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("request body is over the limit"), "{head}");
+    assert_error(&node.get("/kv/chunked"), 404, "not_found");
     let big_json = format!(r#"{{"key":"k","value":"{}"}}"#, "v".repeat(2000));
     assert_error(
         &node.send(Method::PUT, "/set", &json, big_json),
@@ -318,6 +323,33 @@ fn huge_request_head(node: &Node, length: usize) -> String {
         "PUT /kv/huge HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// Sends a chunked `PUT /kv/chunked` of `length` bytes in 16 KiB chunks, stopping early if
+/// the server answers (and closes) first; returns what the server answered.
+fn chunked_request_head(node: &Node, length: usize) -> String {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", node.cluster.nodes[0].client_port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let head = "PUT /kv/chunked HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    for _ in 0..length / chunk.len() {
+        let sent = stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .and_then(|()| stream.write_all(&chunk))
+            .and_then(|()| stream.write_all(b"\r\n"));
+        if sent.is_err() {
+            break; // the server answered and closed the connection
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer

@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -125,11 +125,28 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(rejection.body_text()),
-        _ => ApiError::bad_request(rejection.body_text()),
-    })
+/// A request body, read up to [`Limits::body_bytes_max`](super::Limits::body_bytes_max).
+///
+/// In place of axum's `Bytes` extractor with a `DefaultBodyLimit` layer, which puts the limit
+/// into every request's extensions for the extractor to find. Like [`Conditional`] it never
+/// rejects, so the handler reports errors in its own order.
+pub struct Body(Result<Bytes, ApiError>);
+
+impl FromRequest<Api> for Body {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(request: Request, api: &Api) -> Result<Self, Self::Rejection> {
+        let limit = api.limits.body_bytes_max();
+        let limited = http_body_util::Limited::new(request.into_body(), limit);
+        let read = http_body_util::BodyExt::collect(limited).await;
+        Ok(Body(read.map(|body| body.to_bytes()).map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                ApiError::too_large(format!("request body is over the limit of {limit} bytes"))
+            } else {
+                ApiError::bad_request(format!("failed to read the request body: {error}"))
+            }
+        })))
+    }
 }
 
 /// The write condition of a request's `If-Match` / `If-None-Match`, read from the headers
@@ -209,11 +226,11 @@ pub async fn kv_put(
     State(api): State<Api>,
     path: Result<Path<String>, PathRejection>,
     Conditional(condition): Conditional,
-    body: Result<Bytes, BytesRejection>,
+    Body(body): Body,
 ) -> ApiResult {
     let key = path_key(&api, path)?;
     let condition = condition?;
-    let value = body_bytes(body)?;
+    let value = body?;
     api.check_value(&value)?;
     let command = Command::Put {
         key: key.clone(),
@@ -280,8 +297,8 @@ pub async fn empty_key() -> ApiError {
 
 /// `PUT /set {"key","value"}`. The body is parsed as JSON whatever its `Content-Type`
 /// says, since `curl -d` sends form encoding unless told otherwise.
-pub async fn json_set(State(api): State<Api>, body: Result<Bytes, BytesRejection>) -> ApiResult {
-    let body = body_bytes(body)?;
+pub async fn json_set(State(api): State<Api>, Body(body): Body) -> ApiResult {
+    let body = body?;
     let request: SetRequest = serde_json::from_slice(&body)
         .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?;
     api.check_key(&request.key)?;

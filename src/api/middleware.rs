@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::histogram::Histogram;
@@ -25,24 +25,17 @@ use tower::{Layer, Service};
 use super::{ApiError, Limits};
 use crate::metrics::{HttpLabels, Metrics, RouteLabels};
 
-/// Bytes a JSON body may add around the largest key and value (field names, escaping of a
-/// few characters). Values that need heavy escaping should use the raw `/kv` API.
-const JSON_OVERHEAD_BYTES_MAX: usize = 64 * 1024;
-
 /// The request id header, generated when absent and echoed on the response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Wraps the routes in all middleware.
 pub fn apply(routes: Router, limits: &Limits, metrics: Arc<Metrics>) -> Router {
-    let body_bytes_max = limits.value_bytes_max + limits.key_bytes_max + JSON_OVERHEAD_BYTES_MAX;
     let shared = Arc::new(Shared {
         metrics,
-        body_bytes_max,
+        body_bytes_max: limits.body_bytes_max(),
         ids: RequestIds::new(),
     });
-    routes
-        .layer(ObserveLayer { shared })
-        .layer(DefaultBodyLimit::max(body_bytes_max))
+    routes.layer(ObserveLayer { shared })
 }
 
 /// What every route's [`Observe`] shares.
@@ -249,7 +242,8 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// Refuses a body whose announced `Content-Length` is over the limit before reading any of
-/// it (the extractors' limit still catches chunked bodies while they are read).
+/// it (the handlers' [`Body`](super::handlers::Body) extractor still catches chunked bodies
+/// while they are read).
 fn oversized(request: &Request, body_bytes_max: usize) -> Option<Response> {
     let length = request
         .headers()

@@ -61,6 +61,17 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
+/// Bytes a JSON body may add around the largest key and value (field names, escaping of a
+/// few characters). Values that need heavy escaping should use the raw `/kv` API.
+const JSON_OVERHEAD_BYTES_MAX: usize = 64 * 1024;
+
+impl Limits {
+    /// The largest request body read: a key and a value in JSON, with room to spare.
+    pub fn body_bytes_max(&self) -> usize {
+        self.value_bytes_max + self.key_bytes_max + JSON_OVERHEAD_BYTES_MAX
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
