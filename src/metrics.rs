@@ -66,6 +66,9 @@ pub struct Metrics {
     pub peer_messages_sent: Family<PeerLabels, Counter>,
     /// Raft messages dropped for a peer (queue full or send failed).
     pub peer_messages_dropped: Family<PeerLabels, Counter>,
+    /// Raft messages from a peer dropped on arrival: the driver's queue was full, or it had
+    /// stopped.
+    pub peer_messages_refused: Family<PeerLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -92,6 +95,7 @@ impl Metrics {
             ),
             peer_messages_sent: Family::default(),
             peer_messages_dropped: Family::default(),
+            peer_messages_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -149,6 +153,11 @@ impl Metrics {
             "peer_messages_dropped",
             "Raft messages dropped (queue full or send failed)",
             metrics.peer_messages_dropped.clone(),
+        );
+        registry.register(
+            "peer_messages_refused",
+            "Raft messages from a peer dropped on arrival (the driver's queue was full, or it had stopped)",
+            metrics.peer_messages_refused.clone(),
         );
         Metrics {
             registry,

@@ -73,7 +73,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::datadir::{DataDir, Identity};
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PeerLabels};
 use crate::raft::{self, Index, Message, NodeId, Role, Term};
 use crate::snapshot::{SnapshotDir, SnapshotInfo};
 use crate::store::{Command, Outcome, Store};
@@ -460,9 +460,27 @@ impl NodeHandle {
         }
     }
 
-    /// Hands a batch of peer messages to the driver; false if its queue is full.
+    /// Hands a batch of peer messages to the driver; false if its queue is full (the batch
+    /// is dropped, counted in `peer_messages_refused`, and Raft resends what matters).
     pub fn deliver(&self, messages: Vec<Message>) -> bool {
-        messages.is_empty() || self.events.try_send(Event::Messages(messages)).is_ok()
+        if messages.is_empty() {
+            return true;
+        }
+        let refused = match self.events.try_send(Event::Messages(messages)) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Full(Event::Messages(refused)))
+            | Err(mpsc::error::TrySendError::Closed(Event::Messages(refused))) => refused,
+            Err(_) => unreachable!("try_send hands back the event it was given"),
+        };
+        let labels = PeerLabels {
+            peer: refused[0].from.clone(),
+        };
+        let count = refused.len() as u64;
+        self.metrics
+            .peer_messages_refused
+            .get_or_create(&labels)
+            .inc_by(count);
+        false
     }
 
     /// The client URL of a node, if known.
@@ -524,5 +542,55 @@ async fn wait_for_leader(
         if current.raft.leader.is_some() || current.failed.is_some() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::raft::Body;
+
+    fn config(dir: &std::path::Path) -> NodeConfig {
+        NodeConfig {
+            id: "n1".into(),
+            cluster_id: "deliver".into(),
+            peers: Default::default(),
+            client_url: "http://127.0.0.1:1".into(),
+            raft_url: "http://127.0.0.1:2".into(),
+            data_dir: dir.join("n1"),
+            tick: Duration::from_millis(20),
+            election_timeout_ticks: 5,
+            heartbeat_interval_ticks: 1,
+            segment_bytes_max: 1024 * 1024,
+            seed: 1,
+            snapshot_policy: SnapshotPolicy::default(),
+            snapshots_kept: 2,
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_the_driver_cannot_take_are_counted_as_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(config(dir.path())).unwrap();
+        let handle = node.handle.clone();
+        let message = Message {
+            from: "n2".into(),
+            to: "n1".into(),
+            term: 1,
+            body: Body::PreVoteResponse { granted: false },
+        };
+        assert!(
+            handle.deliver(Vec::new()),
+            "nothing to deliver is never refused"
+        );
+        node.shutdown().await.unwrap();
+        assert!(!handle.deliver(vec![message.clone(), message.clone(), message]));
+        let metrics = handle.metrics.encode();
+        assert!(
+            metrics.contains("kvstore_peer_messages_refused_total{peer=\"n2\"} 3"),
+            "{metrics}"
+        );
     }
 }

@@ -270,7 +270,7 @@ async fn receive(
                     bad.from, bad.to
                 ));
             }
-            // A full driver queue drops the batch; Raft resends what matters.
+            // A full driver queue drops the batch (counted as refused); Raft resends what matters.
             deliver(messages);
         }
     }
