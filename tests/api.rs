@@ -312,47 +312,50 @@ fn bad_input_gets_clear_errors_and_the_node_keeps_serving() {
 }
 
 /// Sends only the head of a PUT announcing `length` body bytes and returns the answer.
-fn huge_request_head(node: &Node, length: usize) -> String {
-    use std::io::{Read, Write};
+/// Connects to the node's client port, lets `send` write whatever it likes (a write error
+/// there means the server answered and closed early), and returns all the server answered.
+fn raw_exchange(node: &Node, send: impl FnOnce(&mut std::net::TcpStream)) -> String {
+    use std::io::Read;
     let mut stream =
         std::net::TcpStream::connect(("127.0.0.1", node.cluster.nodes[0].client_port)).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    let head = format!(
-        "PUT /kv/huge HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).unwrap();
+    send(&mut stream);
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer
 }
 
+fn huge_request_head(node: &Node, length: usize) -> String {
+    use std::io::Write;
+    raw_exchange(node, |stream| {
+        let head = format!(
+            "PUT /kv/huge HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+    })
+}
+
 /// Sends a chunked `PUT /kv/chunked` of `length` bytes in 16 KiB chunks, stopping early if
 /// the server answers (and closes) first; returns what the server answered.
 fn chunked_request_head(node: &Node, length: usize) -> String {
-    use std::io::{Read, Write};
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", node.cluster.nodes[0].client_port)).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let head = "PUT /kv/chunked HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
-    stream.write_all(head.as_bytes()).unwrap();
-    let chunk = vec![b'x'; 16 * 1024];
-    for _ in 0..length / chunk.len() {
-        let sent = stream
-            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-            .and_then(|()| stream.write_all(&chunk))
-            .and_then(|()| stream.write_all(b"\r\n"));
-        if sent.is_err() {
-            break; // the server answered and closed the connection
+    use std::io::Write;
+    raw_exchange(node, |stream| {
+        let head = "PUT /kv/chunked HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+        stream.write_all(head.as_bytes()).unwrap();
+        let chunk = vec![b'x'; 16 * 1024];
+        for _ in 0..length / chunk.len() {
+            let sent = stream
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .and_then(|()| stream.write_all(&chunk))
+                .and_then(|()| stream.write_all(b"\r\n"));
+            if sent.is_err() {
+                return; // the server answered and closed the connection
+            }
         }
-    }
-    let _ = stream.write_all(b"0\r\n\r\n");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
+        let _ = stream.write_all(b"0\r\n\r\n");
+    })
 }
 
 #[test]

@@ -547,27 +547,17 @@ async fn wait_for_leader(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use clap::Parser;
 
     use super::*;
     use crate::raft::Body;
 
+    /// A single-node configuration with kvnode's defaults, from the real flag parser.
     fn config(dir: &std::path::Path) -> NodeConfig {
-        NodeConfig {
-            id: "n1".into(),
-            cluster_id: "deliver".into(),
-            peers: Default::default(),
-            client_url: "http://127.0.0.1:1".into(),
-            raft_url: "http://127.0.0.1:2".into(),
-            data_dir: dir.join("n1"),
-            tick: Duration::from_millis(20),
-            election_timeout_ticks: 5,
-            heartbeat_interval_ticks: 1,
-            segment_bytes_max: 1024 * 1024,
-            seed: 1,
-            snapshot_policy: SnapshotPolicy::default(),
-            snapshots_kept: 2,
-        }
+        let data = dir.join("n1");
+        let argv = ["kvnode", "--id", "n1", "--data", data.to_str().unwrap()];
+        let args = crate::config::Args::try_parse_from(argv).unwrap();
+        crate::config::resolve(&args, |_| None).unwrap().node
     }
 
     #[tokio::test]
