@@ -466,11 +466,11 @@ impl NodeHandle {
         if messages.is_empty() {
             return true;
         }
-        let refused = match self.events.try_send(Event::Messages(messages)) {
-            Ok(()) => return true,
-            Err(mpsc::error::TrySendError::Full(Event::Messages(refused)))
-            | Err(mpsc::error::TrySendError::Closed(Event::Messages(refused))) => refused,
-            Err(_) => unreachable!("try_send hands back the event it was given"),
+        let Err(error) = self.events.try_send(Event::Messages(messages)) else {
+            return true;
+        };
+        let Event::Messages(refused) = error.into_inner() else {
+            unreachable!("try_send hands back the event it was given")
         };
         let labels = PeerLabels {
             peer: refused[0].from.clone(),

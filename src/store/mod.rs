@@ -245,20 +245,19 @@ impl Store {
             }
         };
         // An unconditional write (the common case) needs no lookup: one tree walk, not two.
-        if condition != Condition::None {
-            let current = self
-                .data
+        let current = || {
+            self.data
                 .get(key.as_str())
-                .map(|versioned| versioned.revision);
-            let holds = match condition {
-                Condition::None => true,
-                Condition::Revision(revision) => current == Some(revision),
-                Condition::Absent => current.is_none(),
-                Condition::Present => current.is_some(),
-            };
-            if !holds {
-                return Outcome::PreconditionFailed { current };
-            }
+                .map(|versioned| versioned.revision)
+        };
+        let refused = match condition {
+            Condition::None => None,
+            Condition::Revision(revision) => Some(current()).filter(|now| *now != Some(revision)),
+            Condition::Absent => Some(current()).filter(Option::is_some),
+            Condition::Present => Some(current()).filter(Option::is_none),
+        };
+        if let Some(current) = refused {
+            return Outcome::PreconditionFailed { current };
         }
         match command {
             Command::Put { key, value, .. } => {
