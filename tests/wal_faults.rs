@@ -20,10 +20,18 @@ fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
 }
 
 fn open_faulty(dir: &Path, segment_bytes_max: u64) -> (Wal, FaultyFs) {
+    open_faulty_with(dir, segment_bytes_max, true)
+}
+
+/// `preallocate: false` makes every rotation create its segment with `create_new`; with
+/// it, a rotation renames the background spare instead whenever the spare is ready, which
+/// depends on timing.
+fn open_faulty_with(dir: &Path, segment_bytes_max: u64, preallocate: bool) -> (Wal, FaultyFs) {
     let fs = FaultyFs::new();
     let options = Options {
         segment_bytes_max,
         file_system: Arc::new(fs.clone()),
+        preallocate,
         ..Options::default()
     };
     let (wal, _) = Wal::open(dir, options).unwrap();
@@ -44,8 +52,16 @@ fn snapshot(wal: &Wal) -> (u64, u64, u64, HardState, usize) {
 /// Arms `fault`, makes a save fail, and checks the failure contract. Returns the dir's
 /// log as reopened afterwards.
 fn failing_save(fault: fn(&mut Faults), segment_bytes_max: u64) -> kvstore::wal::Recovered {
+    failing_save_with(fault, segment_bytes_max, true)
+}
+
+fn failing_save_with(
+    fault: fn(&mut Faults),
+    segment_bytes_max: u64,
+    preallocate: bool,
+) -> kvstore::wal::Recovered {
     let temp = tempfile::tempdir().unwrap();
-    let (mut wal, fs) = open_faulty(temp.path(), segment_bytes_max);
+    let (mut wal, fs) = open_faulty_with(temp.path(), segment_bytes_max, preallocate);
     let state = HardState {
         term: 1,
         vote: Some("n1".to_string()),
@@ -116,7 +132,8 @@ fn failed_fsync_poisons_and_is_never_treated_as_durable() {
 
 #[test]
 fn failed_segment_creation_during_rotation_poisons() {
-    let recovered = failing_save(|faults| faults.fail_next_create = true, 256);
+    // Without preallocation, so that the rotation is sure to call `create_new`.
+    let recovered = failing_save_with(|faults| faults.fail_next_create = true, 256, false);
     assert_eq!(recovered.entries, entries(1, 4, 1));
 }
 

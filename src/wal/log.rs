@@ -294,26 +294,46 @@ impl Wal {
                 .create_new(temporary)
                 .map_err(|error| Error::io("create segment", temporary, error));
         }
-        let filled = match self.spares.take() {
-            Some(spare) => self.fs.rename(&spare, temporary).is_ok(),
+        let bytes = self.options.segment_bytes_max;
+        let zero_filled = match self.spares.take() {
+            Some(spare) => Some(
+                self.fs
+                    .rename(&spare, temporary)
+                    .and_then(|()| self.fs.open_append(temporary)),
+            ),
             None if self.segments.is_empty() => {
                 let never = std::sync::atomic::AtomicBool::new(false);
-                spare::fill(temporary, self.options.segment_bytes_max, None, &never).is_ok()
+                Some(spare::fill(
+                    self.fs.as_ref(),
+                    temporary,
+                    bytes,
+                    None,
+                    &never,
+                ))
             }
-            None => false,
+            None => None,
         };
-        let mut file = if filled {
-            self.fs.open_append(temporary)
-        } else {
-            let _ = self.fs.remove_file(temporary);
-            self.fs.create_new(temporary)
-        }
-        .map_err(|error| Error::io("create segment", temporary, error))?;
+        let zero_filled = zero_filled.and_then(|file| {
+            file.map_err(|error| {
+                let path = temporary.display();
+                tracing::warn!(%error, %path, "no zero-filled segment; allocating in place");
+            })
+            .ok()
+        });
+        let mut file = match zero_filled {
+            Some(file) => file,
+            None => {
+                let _ = self.fs.remove_file(temporary);
+                let mut file = self
+                    .fs
+                    .create_new(temporary)
+                    .map_err(|error| Error::io("create segment", temporary, error))?;
+                file.preallocate(bytes)
+                    .map_err(|error| Error::io("preallocate", temporary, error))?;
+                file
+            }
+        };
         file.set_write_position(0);
-        if !filled {
-            file.preallocate(self.options.segment_bytes_max)
-                .map_err(|error| Error::io("preallocate", temporary, error))?;
-        }
         Ok(file)
     }
 
@@ -786,11 +806,9 @@ mod tests {
             ..Options::default()
         };
         let (mut wal, _) = Wal::open(dir.path(), options.clone()).unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !wal.spares.is_ready() {
-            assert!(std::time::Instant::now() < deadline, "no spare within 10 s");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        wal.spares.wait_filled();
+        let spare = dir.path().join(spare::SPARE_FILE_NAME);
+        let spare_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&spare).unwrap());
         let mut index = 1;
         while wal.segments().len() < 2 {
             wal.save(None, &[entry(index)]).unwrap();
@@ -799,6 +817,12 @@ mod tests {
         let second = wal.segments()[1].path.clone();
         assert_eq!(std::fs::metadata(&second).unwrap().len(), 4096);
         assert_eq!(wal.spares.taken(), 1, "the rotation used the spare");
+        let second_inode =
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&second).unwrap());
+        assert_eq!(
+            second_inode, spare_inode,
+            "the spare file became the segment"
+        );
         drop(wal);
         let (wal, recovered) = Wal::open(dir.path(), options).unwrap();
         assert_eq!(recovered.entries.len() as Index, index - 1);

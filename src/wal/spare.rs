@@ -12,14 +12,14 @@
 //! falls back to `fallocate`. The first segment of a new log is filled in place: a node
 //! pays that once, when its data directory is created.
 
-use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use super::fs::{FileSystem, StdFs, WalFile};
 
 /// Name of the spare file in the WAL directory.
 pub const SPARE_FILE_NAME: &str = "spare.wal.tmp";
@@ -71,11 +71,11 @@ impl Spares {
         let spawned = std::thread::Builder::new()
             .name("wal-spare".into())
             .spawn(move || {
-                let result = fill(&path, bytes, Some(FILL_PAUSE), &stop);
+                let result = fill(&StdFs, &path, bytes, Some(FILL_PAUSE), &stop);
                 if result.is_err() {
                     let _ = std::fs::remove_file(&path);
                 }
-                result
+                result.map(drop)
             });
         match spawned {
             Ok(thread) => self.filling = Some(thread),
@@ -89,12 +89,16 @@ impl Spares {
         self.taken
     }
 
-    /// Whether a spare is filled and durable, ready to be taken.
+    /// Waits until the spare being prepared is filled (or its fill failed); panics after
+    /// 10 s, or if none is being prepared.
     #[cfg(test)]
-    pub(super) fn is_ready(&self) -> bool {
-        self.filling
-            .as_ref()
-            .is_some_and(|thread| thread.is_finished())
+    pub(super) fn wait_filled(&self) {
+        let thread = self.filling.as_ref().expect("a spare is being prepared");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !thread.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "no spare within 10 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// The spare's path if one is filled and durable; it is the caller's from then on (to
@@ -127,19 +131,23 @@ impl Drop for Spares {
     }
 }
 
-/// Writes `bytes` zero bytes to a new file at `path` and makes them durable. With a pause,
-/// a chunk at a time, stopping early (with an error) when `stop` is set.
+/// Writes `bytes` zero bytes to a new file at `path` and makes them durable; returns the
+/// file. With a pause, a chunk at a time, stopping early (with an error) when `stop` is
+/// set. Through `fs` like every WAL write; the background thread passes `StdFs`, as the
+/// deleter thread does.
 pub(super) fn fill(
+    fs: &dyn FileSystem,
     path: &Path,
     bytes: u64,
     pause: Option<Duration>,
     stop: &AtomicBool,
-) -> io::Result<()> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(path)?;
+) -> io::Result<Box<dyn WalFile>> {
+    // A leftover of a fill that was cut short.
+    match fs.remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let mut file = fs.create_new(path)?;
     let zeros = vec![0u8; FILL_CHUNK_BYTES];
     let mut offset = 0;
     while offset < bytes {
@@ -147,7 +155,7 @@ pub(super) fn fill(
             return Err(io::Error::other("stopped"));
         }
         let length = (bytes - offset).min(FILL_CHUNK_BYTES as u64) as usize;
-        file.write_all_at(&zeros[..length], offset)?;
+        file.append(&zeros[..length])?;
         offset += length as u64;
         if offset % FILL_SYNC_BYTES == 0 {
             file.sync_data()?;
@@ -156,7 +164,8 @@ pub(super) fn fill(
             std::thread::sleep(pause);
         }
     }
-    file.sync_data()
+    file.sync_data()?;
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -169,12 +178,8 @@ mod tests {
         let mut spares = Spares::new(dir.path(), 3 * 1024 * 1024 + 5);
         assert_eq!(spares.take(), None, "nothing prepared yet");
         spares.prepare();
-        let path = loop {
-            if let Some(path) = spares.take() {
-                break path;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        spares.wait_filled();
+        let path = spares.take().expect("a filled spare");
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 3 * 1024 * 1024 + 5);
         assert!(bytes.iter().all(|&byte| byte == 0));
@@ -190,6 +195,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let stop = AtomicBool::new(true);
         let path = dir.path().join(SPARE_FILE_NAME);
-        assert!(fill(&path, 1 << 20, None, &stop).is_err());
+        assert!(fill(&StdFs, &path, 1 << 20, None, &stop).is_err());
     }
 }
