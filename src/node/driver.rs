@@ -108,24 +108,38 @@ impl Driver {
 
     /// Runs until shutdown or a fail-stop error.
     pub(super) async fn run(mut self) -> Result<()> {
-        let result = self.run_loop().await;
-        // Whatever was handed to the WAL thread is written (and its messages sent) first.
+        let mut result = self.run_loop().await;
+        if let Err(error) = &result {
+            self.publish_failure(error);
+        }
+        // From here on a request fails at once (its queue is closed) rather than waiting
+        // for an answer no one will give, such as a read that opens a batch no one takes.
+        self.parts.events.close();
+        // Whatever was handed to the WAL thread is written (and its messages sent) first;
+        // a write that fails meanwhile stops the node like any other WAL error.
         blocking(|| self.parts.storage.stop());
-        // Reads that joined a batch no one will take learn now that the node stopped.
+        if result.is_ok()
+            && let Err(error) = self.parts.storage.poll()
+        {
+            self.publish_failure(&error);
+            result = Err(error);
+        }
+        // Reads that joined a batch before the queue closed learn now that the node stopped.
         self.parts
             .reads
             .lock()
             .expect("read batch lock poisoned")
             .take();
-        if let Err(error) = &result {
-            tracing::error!(%error, "driver stopped: the node can no longer make progress");
-            let reason = error.to_string();
-            self.parts
-                .status
-                .send_modify(|status| status.failed = Some(reason.clone()));
-            self.parts.failed.send_replace(Some(reason));
-        }
         result
+    }
+
+    fn publish_failure(&self, error: &Error) {
+        tracing::error!(%error, "driver stopped: the node can no longer make progress");
+        let reason = error.to_string();
+        self.parts
+            .status
+            .send_modify(|status| status.failed = Some(reason.clone()));
+        self.parts.failed.send_replace(Some(reason));
     }
 
     async fn run_loop(&mut self) -> Result<()> {
@@ -148,12 +162,12 @@ impl Driver {
         let count = tokio::select! {
             biased;
             count = self.parts.events.recv_many(&mut received, EVENTS_PER_ITERATION_MAX) => count,
-            () = &mut self.tick_timer => return Ok(()),
+            () = &mut self.tick_timer => {
+                self.received = received;
+                return Ok(());
+            }
         };
-        if count == 0 {
-            // Every sender is gone: nobody can ask anything of this node any more.
-            self.shutdown = true;
-        }
+        // `count` is never 0: the driver holds a sender itself, so the queue stays open.
         if count < EVENTS_PER_ITERATION_MAX {
             // Let the tasks that are ready to run (HTTP handlers with their proposals, peer
             // streams) run first, then take what they queued too: one iteration, one append
