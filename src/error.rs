@@ -111,3 +111,45 @@ impl From<postcard::Error> for Error {
         Error::Decode(error.to_string())
     }
 }
+
+/// The error with its causes, on one line (`hyper` and `reqwest` errors leave their cause,
+/// often the `io::Error` that says what happened, out of their own message).
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("connection error")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn describe_names_every_cause() {
+        let error = Wrapper(std::io::Error::other("connection reset by peer"));
+        assert_eq!(
+            describe(&error),
+            "connection error: connection reset by peer"
+        );
+    }
+}

@@ -22,6 +22,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use crate::error::describe;
 use crate::store::Condition;
 
 /// Hints followed in a row before backing off: stale hints during an election can point
@@ -463,18 +464,6 @@ pub fn encode_key(key: &str) -> String {
         }
     }
     encoded
-}
-
-/// The error with its causes, on one line.
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

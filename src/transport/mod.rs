@@ -14,8 +14,10 @@
 //! in flight per peer, so a batch waited for the previous batch's `204`. Under 64 writing
 //! clients a follower spent a fifth of a core on that alone. A stream costs one `write` per
 //! batch and one `read` per few batches, with no answers. The routes below still accept
-//! the same envelopes (from tools, tests, or a node of the previous version); a node only
-//! sends snapshot chunks and the `Snapshot` message that follows them as POSTs.
+//! the same envelopes, checked the same way. A node sends only snapshot chunks and the
+//! `Snapshot` message after them as POSTs; the others serve tools and the hostile-input
+//! tests. They do not make a mixed-version cluster work: a node of the previous version
+//! answers `404` to the stream upgrade, so a new node cannot reach it.
 //!
 //! # Routes (raft port)
 //!

@@ -70,6 +70,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Deliver, Directory};
+use crate::error::describe;
 use crate::metrics::{Metrics, PeerLabels};
 use crate::raft::{Message, NodeId};
 
@@ -345,10 +346,15 @@ impl PeerTask {
             if self.directory.is_blocked(&self.peer) {
                 self.dropped(labels, batches);
             } else if !batches.is_empty() {
-                let messages: Vec<Message> = batches.drain(..).flatten().collect();
+                let count = batches.iter().map(Vec::len).sum::<usize>() as u64;
                 frame.clear();
-                encode_frame(&messages, &mut frame);
-                let count = messages.len() as u64;
+                if let [batch] = batches.as_slice() {
+                    encode_frame(batch, &mut frame); // the usual case: no merged copy
+                } else {
+                    let messages: Vec<Message> = batches.drain(..).flatten().collect();
+                    encode_frame(&messages, &mut frame);
+                }
+                batches.clear();
                 match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&frame)).await {
                     Ok(Ok(())) => {
                         self.metrics
@@ -403,19 +409,19 @@ impl PeerTask {
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(tcp))
                     .await
-                    .map_err(|error| format!("handshake: {error}"))?;
+                    .map_err(|error| format!("handshake: {}", describe(&error)))?;
             let connection = tokio::spawn(connection.with_upgrades());
             let response = sender
                 .send_request(self.handshake_request()?)
                 .await
-                .map_err(|error| format!("handshake: {error}"))?;
+                .map_err(|error| format!("handshake: {}", describe(&error)))?;
             if response.status() != StatusCode::SWITCHING_PROTOCOLS {
                 connection.abort();
                 return Err(format!("stream refused: {}", response.status()));
             }
             let upgraded = hyper::upgrade::on(response)
                 .await
-                .map_err(|error| format!("upgrade: {error}"))?;
+                .map_err(|error| format!("upgrade: {}", describe(&error)))?;
             let parts = upgraded
                 .downcast::<TokioIo<TcpStream>>()
                 .map_err(|_| "upgraded connection is not a TCP stream".to_string())?;
