@@ -505,6 +505,70 @@ mod tests {
         }
     }
 
+    fn directory() -> Directory {
+        let peers = [("n1".to_string(), "http://127.0.0.1:9081".to_string())].into();
+        Directory::new(
+            "n2".into(),
+            "c1".into(),
+            "http://127.0.0.1:8082".into(),
+            peers,
+        )
+    }
+
+    fn handshake_headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    const GOOD: [(&str, &str); 4] = [
+        ("upgrade", UPGRADE_PROTOCOL),
+        (HEADER_CLUSTER, "c1"),
+        (HEADER_FROM, "n1"),
+        (HEADER_CLIENT_URL, "http://127.0.0.1:18081"),
+    ];
+
+    #[test]
+    fn a_handshake_from_a_member_is_accepted_and_teaches_its_client_url() {
+        let directory = directory();
+        assert_eq!(
+            handshake(&directory, &handshake_headers(&GOOD)),
+            Ok("n1".into())
+        );
+        assert_eq!(
+            directory.client_url("n1").as_deref(),
+            Some("http://127.0.0.1:18081")
+        );
+    }
+
+    #[test]
+    fn handshakes_are_refused_with_the_reason() {
+        let directory = directory();
+        let with = |name: &'static str, value: &'static str| {
+            let mut pairs = GOOD.to_vec();
+            pairs.retain(|(other, _)| *other != name);
+            if !value.is_empty() {
+                pairs.push((name, value));
+            }
+            handshake(&directory, &handshake_headers(&pairs)).unwrap_err()
+        };
+        let (status, reason) = with("upgrade", "websocket");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(reason.contains(UPGRADE_PROTOCOL), "{reason}");
+        let (status, reason) = with(HEADER_FROM, "");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(reason.contains(HEADER_FROM), "{reason}");
+        assert_eq!(with(HEADER_CLUSTER, "other").0, StatusCode::FORBIDDEN);
+        assert_eq!(with(HEADER_FROM, "n9").0, StatusCode::FORBIDDEN);
+        directory.set_blocked(["n1".to_string()].into());
+        assert_eq!(
+            with("upgrade", UPGRADE_PROTOCOL).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
     #[test]
     fn broken_frames_are_refused() {
         let mut bytes = Vec::new();
