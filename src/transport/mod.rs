@@ -456,13 +456,9 @@ async fn receive_chunk(State(state): State<ServerState>, body: Bytes) -> (Status
             );
         }
     };
-    let sender = Envelope {
-        cluster_id: envelope.cluster_id.clone(),
-        from: envelope.from.clone(),
-        from_client_url: String::new(),
-        messages: vec![],
-    };
-    if let Err((status, reason)) = validate(&state.directory, Route::InstallSnapshot, &sender) {
+    if let Err((status, reason)) =
+        check_sender(&state.directory, &envelope.cluster_id, &envelope.from)
+    {
         return (status, reason.into_bytes());
     }
     if state.directory.is_blocked(&envelope.from) {
@@ -512,19 +508,31 @@ fn check_sender(
     Ok(())
 }
 
+/// The first of `messages` that is not from `from` to this node, if any: a sender speaks
+/// only for itself, and only to us.
+fn misaddressed<'a>(
+    directory: &Directory,
+    from: &str,
+    messages: &'a [Message],
+) -> Option<&'a Message> {
+    messages
+        .iter()
+        .find(|message| message.from != from || message.to != directory.id)
+}
+
 fn validate(
     directory: &Directory,
     route: Route,
     envelope: &Envelope,
 ) -> Result<(), (StatusCode, String)> {
     check_sender(directory, &envelope.cluster_id, &envelope.from)?;
+    if misaddressed(directory, &envelope.from, &envelope.messages).is_some() {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "message not from sender or not for this node".into(),
+        ));
+    }
     for message in &envelope.messages {
-        if message.from != envelope.from || message.to != directory.id {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "message not from sender or not for this node".into(),
-            ));
-        }
         if Route::of(&message.body) != route {
             return Err((
                 StatusCode::BAD_REQUEST,

@@ -262,10 +262,7 @@ async fn receive(
             if directory.is_blocked(peer) {
                 continue;
             }
-            if let Some(bad) = messages
-                .iter()
-                .find(|message| &message.from != peer || message.to != directory.id)
-            {
+            if let Some(bad) = super::misaddressed(directory, peer, &messages) {
                 return Err(format!(
                     "message from {} to {} on the stream from {peer}",
                     bad.from, bad.to
