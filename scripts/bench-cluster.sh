@@ -3,7 +3,7 @@
 #
 #   scripts/bench-cluster.sh start DIR [BASE_PORT]   data under DIR/<id>, logs DIR/<id>.log,
 #                                                    pids in DIR/pids; client ports BASE+1..3
-#   scripts/bench-cluster.sh stop DIR                SIGTERM the nodes started there
+#   scripts/bench-cluster.sh stop DIR                stop the nodes started there, and wait
 #
 # Every write is fsync'd on a majority as always; the only difference from
 # deploy/local-cluster.sh is that the per-request access log is at WARN
@@ -46,7 +46,6 @@ start)
   exit 1
   ;;
 stop)
-  while read -r pid; do kill -TERM "$pid" 2>/dev/null || true; done < "$dir/pids"
-  wait 2>/dev/null || true
+  scripts/stop-pids.sh "$dir/pids"
   ;;
 esac

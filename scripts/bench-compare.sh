@@ -24,18 +24,20 @@ mkdir -p "$out"
 results="$out/results.jsonl"
 kvctl=target/release/kvctl
 
+ceiling_pid=""
+cleanup() {
+  [ -n "$ceiling_pid" ] && kill "$ceiling_pid" 2>/dev/null
+  scripts/bench-cluster.sh stop "$out/kvstore"
+  scripts/bench-etcd.sh stop "$out/etcd"
+  scripts/bench-etcd.sh stop "$out/etcd1"
+}
+# Before anything starts: a server that fails to start must not leave the others running.
+trap cleanup EXIT
 kv=$(scripts/bench-cluster.sh start "$out/kvstore" 18180)
 etcd=$(scripts/bench-etcd.sh start "$out/etcd" 12470)
 etcd1=$(GOMAXPROCS=1 scripts/bench-etcd.sh start "$out/etcd1" 12570)
 target/release/examples/ceiling 127.0.0.1:18190 2> "$out/ceiling.log" &
 ceiling_pid=$!
-cleanup() {
-  kill "$ceiling_pid" 2>/dev/null || true
-  scripts/bench-cluster.sh stop "$out/kvstore"
-  scripts/bench-etcd.sh stop "$out/etcd"
-  scripts/bench-etcd.sh stop "$out/etcd1"
-}
-trap cleanup EXIT
 sleep 1
 kv_leader=$($kvctl --seeds "$kv" --json leader | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
 etcd_leader_of() {

@@ -44,7 +44,6 @@ start)
   exit 1
   ;;
 stop)
-  while read -r pid; do kill -TERM "$pid" 2>/dev/null || true; done < "$dir/pids"
-  wait 2>/dev/null || true
+  "$(dirname "$0")/stop-pids.sh" "$dir/pids"
   ;;
 esac
