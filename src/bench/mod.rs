@@ -2,17 +2,21 @@
 //!
 //! # What it does
 //!
-//! `clients` workers run concurrently on the caller's tokio runtime. Each has its own HTTP
-//! client with one kept-alive connection per node (`TCP_NODELAY`), and issues one request
-//! at a time, closed loop: the next request leaves when the answer to the previous one has
-//! been read completely. A request is a read with probability `read_ratio`, else a put of a
-//! `value_size`-byte value; its key is drawn uniformly from `keys` keys of `key_size`
-//! bytes (`k000…0042`), by a per-worker seeded generator so runs are repeatable.
+//! `clients` workers run concurrently on the caller's tokio runtime. Each keeps one
+//! HTTP/1.1 connection open per node it talks to (`TCP_NODELAY`; `src/bench/http.rs` says why it is
+//! not a general HTTP client), and issues one request at a time, closed loop: the next
+//! request leaves when the answer to the previous one has been read completely. A request
+//! is a read with probability `read_ratio`, else a put of a `value_size`-byte value; its key
+//! is drawn uniformly from `keys` keys of `key_size` bytes (`k000…0042`), by a per-worker
+//! seeded generator so runs are repeatable.
 //!
 //! The run stops after `duration` or after `requests` requests in all (shared ticket
 //! counter). Latencies of successful requests go into HDR histograms (microseconds, 3
 //! significant digits), one for puts and one for reads, merged at the end; failures are
-//! counted by kind (`connect`, `timeout`, `io`, `http_<status>_<code>`, `not_leader`).
+//! counted by kind (`connect`, `timeout` (10 s), `io`, `bad_answer` (not HTTP/1.1 the
+//! generator can frame), `bad_url` (a leader hint that is not `http://host:port`),
+//! `http_<status>_<code>`, `not_leader`). A connection that failed is dropped and the
+//! next request opens a new one.
 //!
 //! # Where requests go
 //!
@@ -58,13 +62,17 @@
 //!   in one run, not absolute numbers.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+use self::http::Connection;
+
+mod http;
 
 /// Slowest latency the histograms record exactly; slower requests are clamped to it.
 const LATENCY_US_MAX: u64 = 60_000_000;
@@ -373,7 +381,7 @@ pub async fn run(seeds: &[String], args: &BenchArgs, progress: bool) -> Result<R
         .then(|| started + Duration::from_secs_f64(args.duration));
     let mut workers = Vec::with_capacity(args.clients);
     for number in 0..args.clients {
-        let worker = Worker::new(number, args, &endpoints, shared.clone(), deadline)?;
+        let worker = Worker::new(number, args, &endpoints, shared.clone(), deadline);
         workers.push(tokio::spawn(worker.run()));
     }
     let reporter = progress.then(|| tokio::spawn(report_progress(shared.clone())));
@@ -441,6 +449,13 @@ async fn resolve(seeds: &[String], args: &BenchArgs) -> Result<Endpoints, String
         ReadFrom::Leader => vec![leader.clone()],
         ReadFrom::Any => seeds.to_vec(),
     };
+    for url in reads.iter().chain([&leader]) {
+        if authority(url).is_none() {
+            return Err(format!(
+                "{url}: the load generator speaks plain HTTP only (http://host:port)"
+            ));
+        }
+    }
     Ok(Endpoints {
         writes: leader,
         reads,
@@ -498,14 +513,22 @@ async fn etcd_leader(http: &reqwest::Client, seeds: &[String]) -> Result<String,
 
 /// One closed-loop client.
 struct Worker {
-    http: reqwest::Client,
     args: BenchArgs,
+    /// Base URLs (`http://host:port`) of the node taking writes and the one serving reads.
     writes: String,
     reads: String,
     shared: Arc<Shared>,
     deadline: Option<Instant>,
     rng: u64,
-    value: bytes::Bytes,
+    value: Vec<u8>,
+    /// The value as etcd's gateway wants it (base64), computed once.
+    value_base64: String,
+    /// Open connections by base URL: one per node this worker talks to.
+    connections: Vec<(String, Connection)>,
+    /// Reused buffers: the key, the request, an etcd request's body.
+    key: String,
+    request: Vec<u8>,
+    body: Vec<u8>,
     result: WorkerResult,
 }
 
@@ -524,9 +547,9 @@ impl Worker {
         endpoints: &Endpoints,
         shared: Arc<Shared>,
         deadline: Option<Instant>,
-    ) -> Result<Worker, String> {
-        Ok(Worker {
-            http: http_client()?,
+    ) -> Worker {
+        let value = vec![b'v'; args.value_size];
+        Worker {
             args: args.clone(),
             writes: endpoints.writes.clone(),
             reads: endpoints.reads[number % endpoints.reads.len()].clone(),
@@ -534,14 +557,19 @@ impl Worker {
             deadline,
             // splitmix-style distinct, non-zero seeds per worker.
             rng: (args.seed ^ (number as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1,
-            value: bytes::Bytes::from(vec![b'v'; args.value_size]),
+            value_base64: base64(&value),
+            value,
+            connections: Vec::new(),
+            key: String::with_capacity(args.key_size),
+            request: Vec::with_capacity(256 + args.value_size * 2),
+            body: Vec::with_capacity(64 + args.value_size * 2),
             result: WorkerResult {
                 puts: Latencies::new(),
                 reads: Latencies::new(),
                 not_found: 0,
                 errors: BTreeMap::new(),
             },
-        })
+        }
     }
 
     fn next_random(&mut self) -> u64 {
@@ -567,15 +595,17 @@ impl Worker {
 
     async fn run(mut self) -> WorkerResult {
         while self.may_continue() {
-            let key = key_for(self.next_random() % self.args.keys, self.args.key_size);
+            let number = self.next_random() % self.args.keys;
+            write_key(&mut self.key, number, self.args.key_size);
             let unit = (self.next_random() >> 11) as f64 / ((1u64 << 53) as f64);
             let is_read = unit < self.args.read_ratio;
             let started = Instant::now();
-            let outcome = if is_read {
-                self.read(&key).await
+            if is_read {
+                self.format_read();
             } else {
-                self.put(&key).await
-            };
+                self.format_put();
+            }
+            let outcome = self.exchange(is_read).await;
             let elapsed = started.elapsed();
             let latencies = if is_read {
                 &mut self.result.reads
@@ -609,62 +639,137 @@ impl Worker {
         self.shared.failed.fetch_add(1, Ordering::Relaxed);
     }
 
-    async fn put(&self, key: &str) -> Outcome {
-        let request = match self.args.target {
-            Target::Kvstore | Target::Direct => self
-                .http
-                .put(format!("{}/kv/{key}", self.writes))
-                .body(self.value.clone()),
-            Target::Etcd => self.http.post(format!("{}/v3/kv/put", self.writes)).body(
-                json!({"key": base64(key.as_bytes()), "value": base64(&self.value)}).to_string(),
-            ),
-        };
-        self.finish(request, false).await
+    /// Formats a put of the current key into `request`.
+    fn format_put(&mut self) {
+        let host = authority(&self.writes).unwrap_or_default();
+        let (request, key) = (&mut self.request, &self.key);
+        request.clear();
+        match self.args.target {
+            Target::Kvstore | Target::Direct => {
+                let length = self.value.len();
+                // Writing to a Vec cannot fail.
+                let _ = write!(
+                    request,
+                    "PUT /kv/{key} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\n\r\n"
+                );
+                request.extend_from_slice(&self.value);
+            }
+            Target::Etcd => {
+                self.body.clear();
+                self.body.extend_from_slice(br#"{"key":""#);
+                base64_into(&mut self.body, key.as_bytes());
+                self.body.extend_from_slice(br#"","value":""#);
+                self.body.extend_from_slice(self.value_base64.as_bytes());
+                self.body.extend_from_slice(br#""}"#);
+                format_post(request, "/v3/kv/put", host, &self.body);
+            }
+        }
     }
 
-    async fn read(&self, key: &str) -> Outcome {
+    /// Formats a read of the current key into `request`.
+    fn format_read(&mut self) {
         let stale = self.args.consistency == ReadConsistency::Stale;
-        let request = match self.args.target {
+        let host = authority(&self.reads).unwrap_or_default();
+        let (request, key) = (&mut self.request, &self.key);
+        request.clear();
+        match self.args.target {
             Target::Kvstore | Target::Direct => {
                 let query = if stale { "?consistency=stale" } else { "" };
-                self.http.get(format!("{}/kv/{key}{query}", self.reads))
+                let _ = write!(
+                    request,
+                    "GET /kv/{key}{query} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+                );
             }
-            Target::Etcd => self
-                .http
-                .post(format!("{}/v3/kv/range", self.reads))
-                .body(json!({"key": base64(key.as_bytes()), "serializable": stale}).to_string()),
-        };
-        self.finish(request, true).await
+            Target::Etcd => {
+                self.body.clear();
+                self.body.extend_from_slice(br#"{"key":""#);
+                base64_into(&mut self.body, key.as_bytes());
+                let tail: &[u8] = if stale {
+                    br#"","serializable":true}"#
+                } else {
+                    br#"","serializable":false}"#
+                };
+                self.body.extend_from_slice(tail);
+                format_post(request, "/v3/kv/range", host, &self.body);
+            }
+        }
     }
 
-    async fn finish(&self, request: reqwest::RequestBuilder, is_read: bool) -> Outcome {
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return Outcome::Failed(error_kind(&error).into()),
+    /// Sends `request` to the node for writes or reads, over its open connection or a new
+    /// one, and classifies the answer. A connection that failed or that the server closes
+    /// is dropped; the next request opens a new one.
+    async fn exchange(&mut self, is_read: bool) -> Outcome {
+        let base = if is_read { &self.reads } else { &self.writes };
+        let open = self.connections.iter().position(|(url, _)| url == base);
+        let (url, mut connection) = match open {
+            Some(index) => self.connections.swap_remove(index),
+            None => {
+                let Some(host) = authority(base) else {
+                    return Outcome::Failed("bad_url".into());
+                };
+                match tokio::time::timeout(REQUEST_TIMEOUT, Connection::connect(host)).await {
+                    Ok(Ok(connection)) => (base.clone(), connection),
+                    Ok(Err(_)) | Err(_) => return Outcome::Failed("connect".into()),
+                }
+            }
         };
-        let status = response.status();
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(error) => return Outcome::Failed(error_kind(&error).into()),
-        };
-        classify(self.args.target, is_read, status, &body)
+        let answer =
+            match tokio::time::timeout(REQUEST_TIMEOUT, connection.exchange(&self.request)).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::InvalidData => {
+                    return Outcome::Failed("bad_answer".into());
+                }
+                Ok(Err(_)) => return Outcome::Failed("io".into()),
+                Err(_) => return Outcome::Failed("timeout".into()),
+            };
+        let outcome = classify(
+            self.args.target,
+            is_read,
+            answer.status,
+            connection.body(&answer),
+        );
+        if connection.reusable() {
+            self.connections.push((url, connection));
+        }
+        outcome
     }
 }
 
+/// Longest wait for a connection or an answer before the request counts as `timeout`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `host:port` of a base URL `http://host:port`; `None` for any other form.
+fn authority(base: &str) -> Option<&str> {
+    let rest = base.strip_prefix("http://")?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    (!host.is_empty()).then_some(host)
+}
+
+/// Formats a `POST` of a JSON `body` to `path` into `request`.
+fn format_post(request: &mut Vec<u8>, path: &str, host: &str, body: &[u8]) {
+    let length = body.len();
+    let _ = write!(
+        request,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\n\r\n"
+    );
+    request.extend_from_slice(body);
+}
+
 /// Turns an answer into an outcome (see the module doc).
-fn classify(target: Target, is_read: bool, status: StatusCode, body: &[u8]) -> Outcome {
-    if status.is_success() {
+fn classify(target: Target, is_read: bool, status: u16, body: &[u8]) -> Outcome {
+    if (200..300).contains(&status) {
         if target == Target::Etcd && is_read && is_empty_range(body) {
             return Outcome::NotFound;
         }
         return Outcome::Ok;
     }
-    if status == StatusCode::NOT_FOUND && target != Target::Etcd {
+    if status == 404 && target != Target::Etcd {
         return Outcome::NotFound;
     }
     let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let code = json["error"].as_str().unwrap_or("").to_string();
-    if status == StatusCode::CONFLICT
+    if status == 409
         && let Some(leader) = json["leader"].as_str()
     {
         return Outcome::Redirect("not_leader".into(), leader.trim_end_matches('/').into());
@@ -674,7 +779,7 @@ fn classify(target: Target, is_read: bool, status: StatusCode, body: &[u8]) -> O
     } else {
         format!("_{code}")
     };
-    Outcome::Failed(format!("http_{}{code}", status.as_u16()))
+    Outcome::Failed(format!("http_{status}{code}"))
 }
 
 /// Whether an etcd range answer holds no key (`"kvs"` absent).
@@ -682,26 +787,31 @@ fn is_empty_range(body: &[u8]) -> bool {
     !body.windows(6).any(|window| window == b"\"kvs\":")
 }
 
-fn error_kind(error: &reqwest::Error) -> &'static str {
-    if error.is_timeout() {
-        "timeout"
-    } else if error.is_connect() {
-        "connect"
-    } else {
-        "io"
-    }
-}
-
 /// Key number `number`, `size` bytes long: `k` and zero-padded decimal digits.
 pub fn key_for(number: u64, size: usize) -> String {
+    let mut key = String::with_capacity(size);
+    write_key(&mut key, number, size);
+    key
+}
+
+/// [`key_for`] into a reused string.
+fn write_key(key: &mut String, number: u64, size: usize) {
     let digits = size.saturating_sub(1).max(1);
-    format!("k{number:0digits$}")
+    key.clear();
+    // Writing to a String cannot fail.
+    let _ = std::fmt::Write::write_fmt(key, format_args!("k{number:0digits$}"));
 }
 
 /// Standard base64 with padding (etcd's JSON gateway encodes bytes so).
 pub fn base64(bytes: &[u8]) -> String {
+    let mut text = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+    base64_into(&mut text, bytes);
+    String::from_utf8(text).expect("base64 is ASCII")
+}
+
+/// [`base64`], appended to `out`.
+fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let word = (u32::from(chunk[0]) << 16)
             | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
@@ -709,13 +819,12 @@ pub fn base64(bytes: &[u8]) -> String {
         for position in 0..4 {
             if position <= chunk.len() {
                 let sextet = (word >> (18 - 6 * position)) & 0x3F;
-                text.push(ALPHABET[sextet as usize] as char);
+                out.push(ALPHABET[sextet as usize]);
             } else {
-                text.push('=');
+                out.push(b'=');
             }
         }
     }
-    text
 }
 
 #[cfg(test)]
@@ -740,49 +849,140 @@ mod tests {
     #[test]
     fn classifies_answers() {
         assert!(matches!(
-            classify(Target::Kvstore, false, StatusCode::OK, b"{}"),
+            classify(Target::Kvstore, false, 200, b"{}"),
             Outcome::Ok
         ));
         assert!(matches!(
-            classify(Target::Kvstore, false, StatusCode::NOT_FOUND, b"{}"),
+            classify(Target::Kvstore, false, 404, b"{}"),
             Outcome::NotFound
         ));
         let hinted = br#"{"ok":false,"error":"not_leader","leader":"http://b:2/"}"#;
         assert!(matches!(
-            classify(Target::Kvstore, false, StatusCode::CONFLICT, hinted),
+            classify(Target::Kvstore, false, 409, hinted),
             Outcome::Redirect(_, leader) if leader == "http://b:2"
         ));
         let unavailable = br#"{"ok":false,"error":"unavailable"}"#;
         assert!(matches!(
-            classify(Target::Kvstore, false, StatusCode::SERVICE_UNAVAILABLE, unavailable),
+            classify(Target::Kvstore, false, 503, unavailable),
             Outcome::Failed(kind) if kind == "http_503_unavailable"
         ));
         assert!(matches!(
-            classify(
-                Target::Etcd,
-                true,
-                StatusCode::OK,
-                br#"{"header":{"revision":"3"}}"#
-            ),
+            classify(Target::Etcd, true, 200, br#"{"header":{"revision":"3"}}"#),
             Outcome::NotFound
         ));
         assert!(matches!(
-            classify(
-                Target::Etcd,
-                false,
-                StatusCode::OK,
-                br#"{"header":{"revision":"3"}}"#
-            ),
+            classify(Target::Etcd, false, 200, br#"{"header":{"revision":"3"}}"#),
             Outcome::Ok
         ));
         assert!(matches!(
             classify(
                 Target::Etcd,
                 true,
-                StatusCode::OK,
+                200,
                 br#"{"header":{},"kvs":[{}],"count":"1"}"#
             ),
             Outcome::Ok
         ));
+    }
+
+    /// A server that answers every request with `answer`, closing after each one if
+    /// `close`. Returns its base URL.
+    async fn fake_server(answer: String, close: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    loop {
+                        // A request's head, then its Content-Length body.
+                        let Some(head) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match socket.read(&mut buffer).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(read) => got.extend_from_slice(&buffer[..read]),
+                            }
+                            continue;
+                        };
+                        let text = String::from_utf8_lossy(&got[..head]).to_lowercase();
+                        let length: usize = text
+                            .lines()
+                            .find_map(|line| line.strip_prefix("content-length: "))
+                            .map_or(0, |value| value.trim().parse().unwrap());
+                        if got.len() < head + 4 + length {
+                            let read = socket.read(&mut buffer).await.unwrap_or(0);
+                            if read == 0 {
+                                return;
+                            }
+                            got.extend_from_slice(&buffer[..read]);
+                            continue;
+                        }
+                        got.drain(..head + 4 + length);
+                        if socket.write_all(answer.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    fn answer(status: &str, headers: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn args(requests: u64) -> BenchArgs {
+        BenchArgs {
+            clients: 1,
+            requests: Some(requests),
+            target: Target::Direct,
+            ..BenchArgs::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn follows_a_leader_hint_to_a_new_connection() {
+        let leader = fake_server(answer("200 OK", "", "{}"), false).await;
+        let body = format!(r#"{{"ok":false,"error":"not_leader","leader":"{leader}/"}}"#);
+        let follower = fake_server(answer("409 Conflict", "", &body), false).await;
+        let report = run(&[follower], &args(10), false).await.unwrap();
+        assert_eq!(report.errors, BTreeMap::from([("not_leader".into(), 1)]));
+        assert_eq!(report.puts.count(), 9);
+    }
+
+    #[tokio::test]
+    async fn reconnects_when_the_server_closes_after_each_answer() {
+        let server = fake_server(answer("200 OK", "Connection: close\r\n", "{}"), true).await;
+        let mut mixed = args(20);
+        mixed.read_ratio = 0.5;
+        let report = run(&[server], &mixed, false).await.unwrap();
+        assert_eq!(report.errors_total(), 0, "{:?}", report.errors);
+        assert_eq!(report.all.count(), 20);
+    }
+
+    #[tokio::test]
+    async fn counts_refusals_and_unreachable_servers_by_kind() {
+        let body = r#"{"ok":false,"error":"unavailable"}"#;
+        let busy = fake_server(answer("503 Service Unavailable", "", body), false).await;
+        let report = run(&[busy], &args(3), false).await.unwrap();
+        assert_eq!(
+            report.errors,
+            BTreeMap::from([("http_503_unavailable".into(), 3)])
+        );
+        // A port nothing listens on: bind one, then close it.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let report = run(&[url], &args(2), false).await.unwrap();
+        assert_eq!(report.errors, BTreeMap::from([("connect".into(), 2)]));
+        let refused = run(&["https://127.0.0.1:1".into()], &args(1), false).await;
+        assert!(matches!(refused, Err(error) if error.contains("plain HTTP")));
     }
 }
