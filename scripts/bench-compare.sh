@@ -10,9 +10,10 @@
 # a 3-member etcd cluster with its default fsync, examples/ceiling), then ROUNDS times runs
 # each scenario against each target back to back, so every target sees the same machine
 # moments: one client puts; 64 client puts; 64 client linearizable reads. Each scenario
-# runs with `kvctl bench` and, for the 64-client ones, with `wrk -t1` too (the Rust load
-# generator saturates below the ceiling server on 2 cores; wrk does not). Prints a table of
-# medians over the rounds and the ratios; raw results in OUT_DIR/results.jsonl.
+# runs with `kvctl bench` and, for the 64-client ones, with `wrk -t1` too: two independent
+# load generators, each costing about the same CPU per request, which the servers share.
+# Prints a table of medians over the rounds and the ratios; raw results in
+# OUT_DIR/results.jsonl.
 # 16 B keys, 100 B values, 1000 keys. Build first: cargo build --release --bins --example ceiling
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -84,7 +84,8 @@ impl Connection {
         !self.closing
     }
 
-    /// Sends `request` (a complete HTTP/1.1 request) and reads the answer.
+    /// Sends `request` (a complete HTTP/1.1 request) and reads the answer. After an error,
+    /// or if the future is dropped before it completes, the connection is not reusable.
     pub async fn exchange(&mut self, request: &[u8]) -> io::Result<Answer> {
         if self.closing {
             return Err(io::Error::new(
@@ -92,7 +93,13 @@ impl Connection {
                 "the server closed this connection",
             ));
         }
+        // Until an answer is complete, the connection is in an unknown state.
+        self.closing = true;
         self.discard_consumed();
+        if self.filled > 0 {
+            // Bytes no request asked for: the answers would be out of step with requests.
+            return Err(invalid("bytes arrived before a request was sent"));
+        }
         self.stream.write_all(request).await?;
         loop {
             if let Parsed::Complete(answer, used, closing) =
@@ -114,7 +121,6 @@ impl Connection {
                 return match parse(&self.buffer[..self.filled], true)? {
                     Parsed::Complete(answer, used, _) => {
                         self.consumed = used;
-                        self.closing = true;
                         Ok(answer)
                     }
                     Parsed::Partial => Err(io::Error::new(
@@ -148,65 +154,106 @@ fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.to_string())
 }
 
-/// Parses one answer from the front of `bytes`; `at_eof` when no more bytes will come.
+/// Parses one answer from the front of `bytes`, skipping interim (1xx) answers; `at_eof`
+/// when no more bytes will come.
 fn parse(bytes: &[u8], at_eof: bool) -> io::Result<Parsed> {
+    let mut start = 0;
+    loop {
+        match parse_at(bytes, start, at_eof)? {
+            Step::Interim(next) => start = next,
+            Step::Done(parsed) => return Ok(parsed),
+        }
+    }
+}
+
+/// What one head at `start` was.
+enum Step {
+    /// An interim answer; the next head starts at this offset.
+    Interim(usize),
+    Done(Parsed),
+}
+
+fn parse_at(bytes: &[u8], start: usize, at_eof: bool) -> io::Result<Step> {
     let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut response = httparse::Response::new(&mut headers);
-    let head = match response.parse(bytes) {
-        Ok(httparse::Status::Complete(head)) => head,
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+    let head = match response.parse(&bytes[start..]) {
+        Ok(httparse::Status::Complete(length)) => start + length,
+        Ok(httparse::Status::Partial) => return Ok(Step::Done(Parsed::Partial)),
         Err(error) => return Err(invalid(&format!("malformed answer head: {error}"))),
     };
     let status = response.code.unwrap_or(0);
-    let mut framing = Framing::UntilClose;
-    let mut closing = response.version == Some(0);
+    if status == 101 {
+        return Err(invalid("unexpected 101 Switching Protocols"));
+    }
+    if (100..200).contains(&status) {
+        return Ok(Step::Interim(head));
+    }
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    let (mut close_token, mut keep_alive_token) = (false, false);
     for header in response.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
-            let length = std::str::from_utf8(header.value)
+            let value = std::str::from_utf8(header.value)
                 .ok()
                 .and_then(|text| text.trim().parse().ok())
                 .ok_or_else(|| invalid("malformed Content-Length"))?;
-            framing = Framing::Length(length);
+            if length.is_some_and(|length| length != value) {
+                return Err(invalid("conflicting Content-Length headers"));
+            }
+            length = Some(value);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            if !header.value.eq_ignore_ascii_case(b"chunked") {
+            if !header.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Err(invalid("unsupported Transfer-Encoding"));
             }
-            framing = Framing::Chunked;
+            chunked = true;
         } else if header.name.eq_ignore_ascii_case("connection") {
-            closing = header.value.eq_ignore_ascii_case(b"close");
+            for token in header.value.split(|&byte| byte == b',') {
+                let token = token.trim_ascii();
+                close_token |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
         }
     }
-    if status == 204 || status == 304 || (100..200).contains(&status) {
-        framing = Framing::Length(0);
-    }
+    let closing = close_token || (response.version == Some(0) && !keep_alive_token);
+    // RFC 9112 section 6.3: no body after 204 or 304; Transfer-Encoding overrides
+    // Content-Length; without either, the body ends with the connection.
+    let framing = if status == 204 || status == 304 {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(length) = length {
+        Framing::Length(length)
+    } else {
+        Framing::UntilClose
+    };
     let parsed = match framing {
         Framing::Length(length) => {
             if length > ANSWER_MAX {
                 return Err(invalid("answer larger than 16 MiB"));
             }
             if bytes.len() - head < length {
-                return Ok(Parsed::Partial);
+                return Ok(Step::Done(Parsed::Partial));
             }
             let answer = Answer {
                 status,
                 body: Body::InBuffer(head..head + length),
             };
-            Parsed::Complete(answer, head + length, false)
+            Parsed::Complete(answer, head + length, closing)
         }
         Framing::Chunked => match dechunk(&bytes[head..])? {
-            None => return Ok(Parsed::Partial),
+            None => Parsed::Partial,
             Some((body, used)) => Parsed::Complete(
                 Answer {
                     status,
                     body: Body::Decoded(body),
                 },
                 head + used,
-                false,
+                closing,
             ),
         },
         Framing::UntilClose => {
             if !at_eof {
-                return Ok(Parsed::Partial);
+                return Ok(Step::Done(Parsed::Partial));
             }
             let answer = Answer {
                 status,
@@ -215,12 +262,7 @@ fn parse(bytes: &[u8], at_eof: bool) -> io::Result<Parsed> {
             Parsed::Complete(answer, bytes.len(), true)
         }
     };
-    Ok(match parsed {
-        Parsed::Complete(answer, used, framed_by_close) => {
-            Parsed::Complete(answer, used, framed_by_close || closing)
-        }
-        Parsed::Partial => Parsed::Partial,
-    })
+    Ok(Step::Done(parsed))
 }
 
 /// Decodes a chunked body at the front of `bytes`: the body and the bytes it took, or
@@ -347,6 +389,47 @@ mod tests {
     }
 
     #[test]
+    fn skips_interim_answers_and_prefers_chunked_over_length() {
+        let answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n\
+                       HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(
+            complete(answer, false),
+            (200, b"ok".to_vec(), answer.len(), false)
+        );
+        assert!(is_partial(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(parse(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", false).is_err());
+        let both = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n\
+                     2\r\nhi\r\n0\r\n\r\n";
+        assert_eq!(
+            complete(both, false),
+            (200, b"hi".to_vec(), both.len(), false)
+        );
+        let not_modified = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n";
+        assert_eq!(
+            complete(not_modified, false),
+            (304, vec![], not_modified.len(), false)
+        );
+        let conflicting = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+        assert!(parse(conflicting, false).is_err());
+        let repeated = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab";
+        assert_eq!(complete(repeated, false).1, b"ab");
+    }
+
+    #[test]
+    fn reads_connection_tokens() {
+        let listed =
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n";
+        assert!(complete(listed, false).3);
+        let kept = b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n";
+        assert!(!complete(kept, false).3);
+        let other = b"HTTP/1.0 200 OK\r\nConnection: TE\r\nContent-Length: 0\r\n\r\n";
+        assert!(
+            complete(other, false).3,
+            "HTTP/1.0 without keep-alive closes"
+        );
+    }
+
+    #[test]
     fn refuses_malformed_heads() {
         assert!(parse(b"NOT HTTP\r\n\r\n", false).is_err());
         assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
@@ -399,5 +482,28 @@ mod tests {
         }
         // The server closed after its last answer: the next exchange fails, it does not hang.
         assert!(connection.exchange(request).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn unasked_bytes_after_an_answer_stop_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await.unwrap();
+            // One write, one segment on loopback: the answer and a second, unasked one.
+            let both = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na\
+                         HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb";
+            socket.write_all(both).await.unwrap();
+            let _ = socket.read(&mut request).await;
+        });
+        let mut connection = Connection::connect(&authority).await.unwrap();
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let answer = connection.exchange(request).await.unwrap();
+        assert_eq!(connection.body(&answer), b"a");
+        let error = connection.exchange(request).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+        assert!(!connection.reusable());
     }
 }

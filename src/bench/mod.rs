@@ -3,20 +3,21 @@
 //! # What it does
 //!
 //! `clients` workers run concurrently on the caller's tokio runtime. Each keeps one
-//! HTTP/1.1 connection open per node it talks to (`TCP_NODELAY`; `src/bench/http.rs` says why it is
-//! not a general HTTP client), and issues one request at a time, closed loop: the next
-//! request leaves when the answer to the previous one has been read completely. A request
-//! is a read with probability `read_ratio`, else a put of a `value_size`-byte value; its key
-//! is drawn uniformly from `keys` keys of `key_size` bytes (`k000…0042`), by a per-worker
-//! seeded generator so runs are repeatable.
+//! HTTP/1.1 connection open per node it talks to (`TCP_NODELAY`; `src/bench/http.rs` says
+//! why it is not a general HTTP client), and issues one request at a time, closed loop: the
+//! next request leaves when the answer to the previous one has been read completely. A
+//! request is a read with probability `read_ratio`, else a put of a `value_size`-byte
+//! value; its key is drawn uniformly from `keys` keys of `key_size` bytes (`k000…0042`), by
+//! a per-worker seeded generator so runs are repeatable.
 //!
 //! The run stops after `duration` or after `requests` requests in all (shared ticket
 //! counter). Latencies of successful requests go into HDR histograms (microseconds, 3
-//! significant digits), one for puts and one for reads, merged at the end; failures are
-//! counted by kind (`connect`, `timeout` (10 s), `io`, `bad_answer` (not HTTP/1.1 the
-//! generator can frame), `bad_url` (a leader hint that is not `http://host:port`),
-//! `http_<status>_<code>`, `not_leader`). A connection that failed is dropped and the
-//! next request opens a new one.
+//! significant digits), one for puts and one for reads, merged at the end. Failures are
+//! counted by kind: `connect`, `timeout` (10 s to connect and answer), `io`, `bad_answer`
+//! (not HTTP/1.1 the generator can frame), `bad_url` (a leader hint that is not
+//! `http://host[:port]`), `http_<status>_<code>`, `not_leader`. A connection that failed,
+//! or sat idle for 20 s (kvstore closes idle ones after 30 s), is dropped, and the next
+//! request opens a new one.
 //!
 //! # Where requests go
 //!
@@ -340,8 +341,40 @@ impl Report {
 /// Where the workers send requests, resolved once before the run.
 #[derive(Clone, Debug)]
 struct Endpoints {
-    writes: String,
-    reads: Vec<String>,
+    writes: Endpoint,
+    reads: Vec<Endpoint>,
+}
+
+/// A node the workers talk to: `http://host:port`, and its `host:port` (the port 80 if the
+/// URL has none), for connecting and for the `Host` header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Endpoint {
+    url: String,
+    authority: String,
+}
+
+impl Endpoint {
+    /// `None` for anything but `http://host[:port]` (a trailing `/` is allowed).
+    fn parse(url: &str) -> Option<Endpoint> {
+        let rest = url.strip_prefix("http://")?;
+        let host = rest.strip_suffix('/').unwrap_or(rest);
+        if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+            return None;
+        }
+        // A port follows the last `:`, unless that is inside an IPv6 literal `[…]`.
+        let has_port = host
+            .rfind(':')
+            .is_some_and(|colon| !host[colon..].contains(']'));
+        let authority = if has_port {
+            host.to_string()
+        } else {
+            format!("{host}:80")
+        };
+        Some(Endpoint {
+            url: format!("http://{host}"),
+            authority,
+        })
+    }
 }
 
 /// Counters shared by the workers and the progress line.
@@ -449,16 +482,14 @@ async fn resolve(seeds: &[String], args: &BenchArgs) -> Result<Endpoints, String
         ReadFrom::Leader => vec![leader.clone()],
         ReadFrom::Any => seeds.to_vec(),
     };
-    for url in reads.iter().chain([&leader]) {
-        if authority(url).is_none() {
-            return Err(format!(
-                "{url}: the load generator speaks plain HTTP only (http://host:port)"
-            ));
-        }
-    }
+    let endpoint = |url: &String| {
+        Endpoint::parse(url).ok_or_else(|| {
+            format!("{url}: the load generator speaks plain HTTP only, to http://host:port")
+        })
+    };
     Ok(Endpoints {
-        writes: leader,
-        reads,
+        writes: endpoint(&leader)?,
+        reads: reads.iter().map(endpoint).collect::<Result<_, _>>()?,
     })
 }
 
@@ -514,17 +545,18 @@ async fn etcd_leader(http: &reqwest::Client, seeds: &[String]) -> Result<String,
 /// One closed-loop client.
 struct Worker {
     args: BenchArgs,
-    /// Base URLs (`http://host:port`) of the node taking writes and the one serving reads.
-    writes: String,
-    reads: String,
+    /// The node taking writes and the one serving reads.
+    writes: Endpoint,
+    reads: Endpoint,
     shared: Arc<Shared>,
     deadline: Option<Instant>,
     rng: u64,
     value: Vec<u8>,
     /// The value as etcd's gateway wants it (base64), computed once.
     value_base64: String,
-    /// Open connections by base URL: one per node this worker talks to.
-    connections: Vec<(String, Connection)>,
+    /// Open connections by authority, with when each was last used: one per node this
+    /// worker talks to.
+    connections: Vec<(String, Connection, Instant)>,
     /// Reused buffers: the key, the request, an etcd request's body.
     key: String,
     request: Vec<u8>,
@@ -621,13 +653,20 @@ impl Worker {
                     self.shared.done.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                Outcome::Redirect(kind, leader) => {
-                    self.writes = leader.clone();
-                    if self.args.read_from == ReadFrom::Leader {
-                        self.reads = leader;
+                Outcome::Redirect(kind, leader) => match Endpoint::parse(&leader) {
+                    Some(leader) => {
+                        if self.args.read_from == ReadFrom::Leader {
+                            self.reads = leader.clone();
+                        }
+                        self.writes = leader;
+                        let (writes, reads) = (&self.writes, &self.reads);
+                        self.connections.retain(|(authority, _, _)| {
+                            *authority == writes.authority || *authority == reads.authority
+                        });
+                        self.fail(kind);
                     }
-                    self.fail(kind);
-                }
+                    None => self.fail("bad_url".into()),
+                },
                 Outcome::Failed(kind) => self.fail(kind),
             }
         }
@@ -641,7 +680,7 @@ impl Worker {
 
     /// Formats a put of the current key into `request`.
     fn format_put(&mut self) {
-        let host = authority(&self.writes).unwrap_or_default();
+        let host = &self.writes.authority;
         let (request, key) = (&mut self.request, &self.key);
         request.clear();
         match self.args.target {
@@ -669,7 +708,7 @@ impl Worker {
     /// Formats a read of the current key into `request`.
     fn format_read(&mut self) {
         let stale = self.args.consistency == ReadConsistency::Stale;
-        let host = authority(&self.reads).unwrap_or_default();
+        let host = &self.reads.authority;
         let (request, key) = (&mut self.request, &self.key);
         request.clear();
         match self.args.target {
@@ -696,25 +735,33 @@ impl Worker {
     }
 
     /// Sends `request` to the node for writes or reads, over its open connection or a new
-    /// one, and classifies the answer. A connection that failed or that the server closes
-    /// is dropped; the next request opens a new one.
+    /// one, and classifies the answer. A connection that failed, that the server closes, or
+    /// that sat idle so long the server may have closed it (kvstore closes idle ones after
+    /// 30 s) is dropped; the next request opens a new one.
     async fn exchange(&mut self, is_read: bool) -> Outcome {
-        let base = if is_read { &self.reads } else { &self.writes };
-        let open = self.connections.iter().position(|(url, _)| url == base);
-        let (url, mut connection) = match open {
-            Some(index) => self.connections.swap_remove(index),
-            None => {
-                let Some(host) = authority(base) else {
-                    return Outcome::Failed("bad_url".into());
-                };
-                match tokio::time::timeout(REQUEST_TIMEOUT, Connection::connect(host)).await {
-                    Ok(Ok(connection)) => (base.clone(), connection),
-                    Ok(Err(_)) | Err(_) => return Outcome::Failed("connect".into()),
-                }
-            }
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let authority = if is_read {
+            &self.reads.authority
+        } else {
+            &self.writes.authority
+        };
+        let open = self
+            .connections
+            .iter()
+            .position(|(at, _, _)| at == authority);
+        let reusable = open
+            .map(|index| self.connections.swap_remove(index))
+            .filter(|(_, _, used)| used.elapsed() < crate::server::CLIENT_POOL_IDLE);
+        let (authority, mut connection) = match reusable {
+            Some((authority, connection, _)) => (authority, connection),
+            None => match tokio::time::timeout_at(deadline, Connection::connect(authority)).await {
+                Ok(Ok(connection)) => (authority.clone(), connection),
+                Ok(Err(_)) => return Outcome::Failed("connect".into()),
+                Err(_) => return Outcome::Failed("timeout".into()),
+            },
         };
         let answer =
-            match tokio::time::timeout(REQUEST_TIMEOUT, connection.exchange(&self.request)).await {
+            match tokio::time::timeout_at(deadline, connection.exchange(&self.request)).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(error)) if error.kind() == std::io::ErrorKind::InvalidData => {
                     return Outcome::Failed("bad_answer".into());
@@ -729,21 +776,16 @@ impl Worker {
             connection.body(&answer),
         );
         if connection.reusable() {
-            self.connections.push((url, connection));
+            self.connections
+                .push((authority, connection, Instant::now()));
         }
         outcome
     }
 }
 
-/// Longest wait for a connection or an answer before the request counts as `timeout`.
+/// Longest wait for a connection and an answer together before the request counts as
+/// `timeout`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The `host:port` of a base URL `http://host:port`; `None` for any other form.
-fn authority(base: &str) -> Option<&str> {
-    let rest = base.strip_prefix("http://")?;
-    let host = rest.split('/').next().unwrap_or(rest);
-    (!host.is_empty()).then_some(host)
-}
 
 /// Formats a `POST` of a JSON `body` to `path` into `request`.
 fn format_post(request: &mut Vec<u8>, path: &str, host: &str, body: &[u8]) {
@@ -976,13 +1018,93 @@ mod tests {
             report.errors,
             BTreeMap::from([("http_503_unavailable".into(), 3)])
         );
-        // A port nothing listens on: bind one, then close it.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", closed.local_addr().unwrap());
-        drop(closed);
-        let report = run(&[url], &args(2), false).await.unwrap();
+        // Port 1 (tcpmux): nothing listens there on a test machine.
+        let report = run(&["http://127.0.0.1:1".into()], &args(2), false)
+            .await
+            .unwrap();
         assert_eq!(report.errors, BTreeMap::from([("connect".into(), 2)]));
         let refused = run(&["https://127.0.0.1:1".into()], &args(1), false).await;
         assert!(matches!(refused, Err(error) if error.contains("plain HTTP")));
+    }
+
+    #[test]
+    fn parses_endpoints() {
+        let parsed = |url: &str| Endpoint::parse(url).map(|e| (e.url, e.authority));
+        let pair = |url: &str, authority: &str| Some((url.to_string(), authority.to_string()));
+        assert_eq!(parsed("http://h:5/"), pair("http://h:5", "h:5"));
+        assert_eq!(parsed("http://h"), pair("http://h", "h:80"));
+        assert_eq!(parsed("http://[::1]"), pair("http://[::1]", "[::1]:80"));
+        assert_eq!(parsed("http://[::1]:7"), pair("http://[::1]:7", "[::1]:7"));
+        for refused in [
+            "https://h:1",
+            "http://h:1/prefix",
+            "http://",
+            "h:1",
+            "http://u@h:1",
+        ] {
+            assert_eq!(parsed(refused), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn formats_requests_for_each_target_and_consistency() {
+        let endpoints = Endpoints {
+            writes: Endpoint::parse("http://w:1").unwrap(),
+            reads: vec![Endpoint::parse("http://r:2/").unwrap()],
+        };
+        let formatted = |target, consistency| {
+            let args = BenchArgs {
+                value_size: 3,
+                target,
+                consistency,
+                ..BenchArgs::default()
+            };
+            let mut worker = Worker::new(0, &args, &endpoints, Arc::default(), None);
+            worker.key = "k1".into();
+            worker.format_put();
+            let put = String::from_utf8(worker.request.clone()).unwrap();
+            worker.format_read();
+            (put, String::from_utf8(worker.request.clone()).unwrap())
+        };
+        use ReadConsistency::{Linearizable, Stale};
+        let kv_put = "PUT /kv/k1 HTTP/1.1\r\nHost: w:1\r\nContent-Length: 3\r\n\r\nvvv";
+        assert_eq!(
+            formatted(Target::Kvstore, Linearizable),
+            (
+                kv_put.to_string(),
+                "GET /kv/k1 HTTP/1.1\r\nHost: r:2\r\n\r\n".to_string()
+            )
+        );
+        assert_eq!(
+            formatted(Target::Direct, Stale).1,
+            "GET /kv/k1?consistency=stale HTTP/1.1\r\nHost: r:2\r\n\r\n"
+        );
+        let post = |path: &str, host: &str, body: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        // base64("k1") = "azE=", base64("vvv") = "dnZ2".
+        assert_eq!(
+            formatted(Target::Etcd, Linearizable),
+            (
+                post("/v3/kv/put", "w:1", r#"{"key":"azE=","value":"dnZ2"}"#),
+                post(
+                    "/v3/kv/range",
+                    "r:2",
+                    r#"{"key":"azE=","serializable":false}"#
+                )
+            )
+        );
+        assert_eq!(
+            formatted(Target::Etcd, Stale).1,
+            post(
+                "/v3/kv/range",
+                "r:2",
+                r#"{"key":"azE=","serializable":true}"#
+            )
+        );
     }
 }
