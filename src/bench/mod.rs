@@ -17,12 +17,14 @@
 //! (not HTTP/1.1 the generator can frame), `bad_url` (a leader hint that is not
 //! `http://host[:port]`), `http_<status>_<code>`, `not_leader`. A connection that failed,
 //! or sat idle for 20 s (kvstore closes idle ones after 30 s), is dropped, and the next
-//! request opens a new one.
+//! request opens a new one. After a failure at the connection level or a 5xx, the worker
+//! pauses for 50 ms before its next request.
 //!
 //! # Where requests go
 //!
-//! - [`Target::Kvstore`]: the leader is found once (`GET /raft/leader` on the seeds).
-//!   Puts go straight to it. Reads go to the leader too (`--read-from leader`, the default:
+//! - [`Target::Kvstore`]: the leader is found at the start (`GET /raft/leader` on the
+//!   seeds), and again by a worker whose request to it failed at the connection level or
+//!   with a 5xx, so a run goes on across a leader's crash. Puts go straight to it. Reads go to the leader too (`--read-from leader`, the default:
 //!   a linearizable read on a follower costs a forwarded ReadIndex round), or, with
 //!   `--read-from any`, worker `i` reads from seed `i mod seeds`. A `409 not_leader` with
 //!   a hint is counted as an error and the worker follows the hint.
@@ -342,6 +344,15 @@ impl Report {
 struct Endpoints {
     writes: Endpoint,
     reads: Vec<Endpoint>,
+    /// How to find the leader again ([`Target::Kvstore`] only).
+    discovery: Option<Discovery>,
+}
+
+/// The seeds, and a client to ask them who leads.
+#[derive(Clone, Debug)]
+struct Discovery {
+    http: reqwest::Client,
+    seeds: Arc<[String]>,
 }
 
 /// A node the workers talk to: `http://host:port`, and its `host:port` (the port 80 if the
@@ -489,6 +500,10 @@ async fn resolve(seeds: &[String], args: &BenchArgs) -> Result<Endpoints, String
     Ok(Endpoints {
         writes: endpoint(&leader)?,
         reads: reads.iter().map(endpoint).collect::<Result<_, _>>()?,
+        discovery: (args.target == Target::Kvstore).then(|| Discovery {
+            http,
+            seeds: seeds.into(),
+        }),
     })
 }
 
@@ -504,21 +519,36 @@ fn http_client() -> Result<reqwest::Client, String> {
 async fn kvstore_leader(http: &reqwest::Client, seeds: &[String]) -> Result<String, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        for seed in seeds {
-            let Ok(response) = http.get(format!("{seed}/raft/leader")).send().await else {
-                continue;
-            };
-            let Ok(json) = response.json::<Value>().await else {
-                continue;
-            };
-            if let Some(url) = json.get("leader").and_then(Value::as_str) {
-                return Ok(url.trim_end_matches('/').to_string());
-            }
+        if let Some(leader) = kvstore_leader_once(http, seeds).await {
+            return Ok(leader);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err("no seed knows a leader".into())
 }
+
+/// The leader the first seed that knows one names (`GET /raft/leader`, 1 s per seed).
+async fn kvstore_leader_once(http: &reqwest::Client, seeds: &[String]) -> Option<String> {
+    for seed in seeds {
+        let request = http
+            .get(format!("{seed}/raft/leader"))
+            .timeout(Duration::from_secs(1));
+        let Ok(response) = request.send().await else {
+            continue;
+        };
+        let Ok(json) = response.json::<Value>().await else {
+            continue;
+        };
+        if let Some(url) = json.get("leader").and_then(Value::as_str) {
+            return Some(url.trim_end_matches('/').to_string());
+        }
+    }
+    None
+}
+
+/// How long a worker pauses after a request failed at the connection level or with a
+/// 5xx, so a node that is down or overloaded is not hammered in a tight loop.
+const FAILURE_PAUSE: Duration = Duration::from_millis(50);
 
 async fn etcd_leader(http: &reqwest::Client, seeds: &[String]) -> Result<String, String> {
     for seed in seeds {
@@ -547,6 +577,7 @@ struct Worker {
     /// The node taking writes and the one serving reads.
     writes: Endpoint,
     reads: Endpoint,
+    discovery: Option<Discovery>,
     shared: Arc<Shared>,
     deadline: Option<Instant>,
     rng: u64,
@@ -584,6 +615,7 @@ impl Worker {
             args: args.clone(),
             writes: endpoints.writes.clone(),
             reads: endpoints.reads[number % endpoints.reads.len()].clone(),
+            discovery: endpoints.discovery.clone(),
             shared,
             deadline,
             // splitmix-style distinct, non-zero seeds per worker.
@@ -654,22 +686,43 @@ impl Worker {
                 }
                 Outcome::Redirect(kind, leader) => match Endpoint::parse(&leader) {
                     Some(leader) => {
-                        if self.args.read_from == ReadFrom::Leader {
-                            self.reads = leader.clone();
-                        }
-                        self.writes = leader;
-                        let (writes, reads) = (&self.writes, &self.reads);
-                        self.connections.retain(|(authority, _, _)| {
-                            *authority == writes.authority || *authority == reads.authority
-                        });
+                        self.follow(leader);
                         self.fail(kind);
                     }
                     None => self.fail("bad_url".into()),
                 },
-                Outcome::Failed(kind) => self.fail(kind),
+                Outcome::Failed(kind) => {
+                    let down = !kind.starts_with("http_") || kind.starts_with("http_5");
+                    self.fail(kind);
+                    if down {
+                        tokio::time::sleep(FAILURE_PAUSE).await;
+                        // The leader may have gone: ask the seeds who leads now.
+                        let at_leader = !is_read || self.args.read_from == ReadFrom::Leader;
+                        if at_leader && let Some(discovery) = &self.discovery {
+                            let leader =
+                                kvstore_leader_once(&discovery.http, &discovery.seeds).await;
+                            if let Some(leader) = leader.as_deref().and_then(Endpoint::parse) {
+                                self.follow(leader);
+                            }
+                        }
+                    }
+                }
             }
         }
         self.result
+    }
+
+    /// Sends writes (and leader reads) to `leader` from now on, and closes connections to
+    /// nodes no longer used.
+    fn follow(&mut self, leader: Endpoint) {
+        if self.args.read_from == ReadFrom::Leader {
+            self.reads = leader.clone();
+        }
+        self.writes = leader;
+        let (writes, reads) = (&self.writes, &self.reads);
+        self.connections.retain(|(authority, _, _)| {
+            *authority == writes.authority || *authority == reads.authority
+        });
     }
 
     fn fail(&mut self, kind: String) {
@@ -929,13 +982,21 @@ mod tests {
     /// A server that answers every request with `answer`, closing after each one if
     /// `close`. Returns its base URL.
     async fn fake_server(answer: String, close: bool) -> String {
+        fake_server_answering(vec![answer], close).await
+    }
+
+    /// Like [`fake_server`], answering the `i`th request (over all connections) with
+    /// `answers[i]`, and every one after the last with the last.
+    async fn fake_server_answering(answers: Vec<String>, close: bool) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let answers = Arc::new(answers);
+        let served = Arc::new(AtomicU64::new(0));
         tokio::spawn(async move {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
-                let answer = answer.clone();
+                let (answers, served) = (answers.clone(), served.clone());
                 tokio::spawn(async move {
                     let mut got = Vec::new();
                     let mut buffer = [0u8; 4096];
@@ -962,6 +1023,8 @@ mod tests {
                             continue;
                         }
                         got.drain(..head + 4 + length);
+                        let number = served.fetch_add(1, Ordering::Relaxed) as usize;
+                        let answer = &answers[number.min(answers.len() - 1)];
                         if socket.write_all(answer.as_bytes()).await.is_err() || close {
                             return;
                         }
@@ -996,6 +1059,23 @@ mod tests {
         let report = run(&[follower], &args(10), false).await.unwrap();
         assert_eq!(report.errors, BTreeMap::from([("not_leader".into(), 1)]));
         assert_eq!(report.puts.count(), 9);
+    }
+
+    #[tokio::test]
+    async fn finds_the_new_leader_when_the_old_one_is_gone() {
+        let leader = fake_server(answer("200 OK", "", "{}"), false).await;
+        let leads = |url: &str| answer("200 OK", "", &format!(r#"{{"leader":"{url}"}}"#));
+        // The seed first names a leader that is down (nothing listens on port 1), then
+        // the new one.
+        let seed =
+            fake_server_answering(vec![leads("http://127.0.0.1:1"), leads(&leader)], false).await;
+        let kvstore = BenchArgs {
+            target: Target::Kvstore,
+            ..args(5)
+        };
+        let report = run(&[seed], &kvstore, false).await.unwrap();
+        assert_eq!(report.errors, BTreeMap::from([("connect".into(), 1)]));
+        assert_eq!(report.puts.count(), 4);
     }
 
     #[tokio::test]
@@ -1050,6 +1130,7 @@ mod tests {
         let endpoints = Endpoints {
             writes: Endpoint::parse("http://w:1").unwrap(),
             reads: vec![Endpoint::parse("http://r:2/").unwrap()],
+            discovery: None,
         };
         let formatted = |target, consistency| {
             let args = BenchArgs {
