@@ -587,6 +587,8 @@ struct Worker {
     /// Open connections by authority, with when each was last used: one per node this
     /// worker talks to.
     connections: Vec<(String, Connection, Instant)>,
+    /// A connection idle this long is not reused: the server may have closed it.
+    idle_max: Duration,
     /// Reused buffers: the key, the request, an etcd request's body.
     key: String,
     request: Vec<u8>,
@@ -623,6 +625,7 @@ impl Worker {
             value_base64: base64(&value),
             value,
             connections: Vec::new(),
+            idle_max: crate::server::CLIENT_POOL_IDLE,
             key: String::with_capacity(args.key_size),
             request: Vec::with_capacity(256 + args.value_size * 2),
             body: Vec::with_capacity(64 + args.value_size * 2),
@@ -803,7 +806,7 @@ impl Worker {
             .position(|(at, _, _)| at == authority);
         let reusable = open
             .map(|index| self.connections.swap_remove(index))
-            .filter(|(_, _, used)| used.elapsed() < crate::server::CLIENT_POOL_IDLE);
+            .filter(|(_, _, used)| used.elapsed() < self.idle_max);
         let (authority, mut connection) = match reusable {
             Some((authority, connection, _)) => (authority, connection),
             None => match tokio::time::timeout_at(deadline, Connection::connect(authority)).await {
@@ -1076,6 +1079,31 @@ mod tests {
         let report = run(&[seed], &kvstore, false).await.unwrap();
         assert_eq!(report.errors, BTreeMap::from([("connect".into(), 1)]));
         assert_eq!(report.puts.count(), 4);
+    }
+
+    #[tokio::test]
+    async fn does_not_reuse_a_connection_idle_longer_than_allowed() {
+        // Closes each connection after one answer without saying so, as a server's idle
+        // timeout does.
+        let server = fake_server(answer("200 OK", "", "{}"), true).await;
+        let endpoint = Endpoint::parse(&server).unwrap();
+        let endpoints = Endpoints {
+            writes: endpoint.clone(),
+            reads: vec![endpoint],
+            discovery: None,
+        };
+        let run_with = async |idle_max| {
+            let mut worker = Worker::new(0, &args(3), &endpoints, Arc::default(), None);
+            worker.idle_max = idle_max;
+            worker.run().await
+        };
+        let fresh = run_with(Duration::ZERO).await;
+        assert_eq!(fresh.errors, BTreeMap::new());
+        assert_eq!(fresh.puts.count(), 3);
+        // Reused, the closed connection fails the second request; the third reconnects.
+        let reused = run_with(crate::server::CLIENT_POOL_IDLE).await;
+        assert_eq!(reused.errors, BTreeMap::from([("io".into(), 1)]));
+        assert_eq!(reused.puts.count(), 2);
     }
 
     #[tokio::test]
