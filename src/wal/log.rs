@@ -295,30 +295,24 @@ impl Wal {
                 .map_err(|error| Error::io("create segment", temporary, error));
         }
         let bytes = self.options.segment_bytes_max;
+        // A zero-filled file if there is one to have (the spare, or a first segment filled
+        // in place); on failure, space allocated in place instead.
         let zero_filled = match self.spares.take() {
-            Some(spare) => Some(
-                self.fs
-                    .rename(&spare, temporary)
-                    .and_then(|()| self.fs.open_append(temporary)),
-            ),
+            Some(spare) => self
+                .fs
+                .rename(&spare, temporary)
+                .and_then(|()| self.fs.open_append(temporary))
+                .map(Some),
             None if self.segments.is_empty() => {
                 let never = std::sync::atomic::AtomicBool::new(false);
-                Some(spare::fill(
-                    self.fs.as_ref(),
-                    temporary,
-                    bytes,
-                    None,
-                    &never,
-                ))
+                spare::fill(self.fs.as_ref(), temporary, bytes, None, &never).map(Some)
             }
-            None => None,
-        };
-        let zero_filled = zero_filled.and_then(|file| {
-            file.map_err(|error| {
-                let path = temporary.display();
-                tracing::warn!(%error, %path, "no zero-filled segment; allocating in place");
-            })
-            .ok()
+            None => Ok(None),
+        }
+        .unwrap_or_else(|error| {
+            let path = temporary.display();
+            tracing::warn!(%error, %path, "no zero-filled segment; allocating in place");
+            None
         });
         let mut file = match zero_filled {
             Some(file) => file,
