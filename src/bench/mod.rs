@@ -44,7 +44,7 @@
 //! 3.4.23 cluster (default fsync; the better of GOMAXPROCS default and 1) and
 //! `examples/ceiling.rs` side by side, each scenario against each in turn, medians of 3
 //! rounds of 5 s; 16 B keys, 100 B values, 1000 keys, access log off. Other runs that day
-//! put the put ratio between 4.5x and 5.7x (see the README).
+//! put the put ratio between 4.3x and 5.7x (see the README).
 //!
 //! | scenario | tool | kvstore | etcd | ceiling | kvstore/etcd | kvstore/ceiling |
 //! | --- | --- | --- | --- | --- | --- | --- |
