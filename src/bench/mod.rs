@@ -43,8 +43,9 @@
 //! virtio disk, Linux 6.18), commit 22bba54: a 3-node kvstore cluster, a 3-member etcd
 //! 3.4.23 cluster (default fsync; the better of GOMAXPROCS default and 1) and
 //! `examples/ceiling.rs` side by side, each scenario against each in turn, medians of 3
-//! rounds of 5 s; 16 B keys, 100 B values, 1000 keys, access log off. Other runs that day
-//! put the put ratio between 4.3x and 5.7x (see the README).
+//! rounds of 5 s; 16 B keys, 100 B values, 1000 keys, access log off. Other runs that day,
+//! on this machine and on a second, slower one of the same kind, put the put ratio between
+//! 4.3x and 6.4x (see the README).
 //!
 //! | scenario | tool | kvstore | etcd | ceiling | kvstore/etcd | kvstore/ceiling |
 //! | --- | --- | --- | --- | --- | --- | --- |
