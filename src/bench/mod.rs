@@ -371,25 +371,22 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    /// `None` for anything but `http://host[:port]` (a trailing `/` is allowed).
+    /// `None` for anything but `http://host[:port]` (a trailing `/` is allowed), parsed as
+    /// hyper parses the request URIs it sends.
     fn parse(url: &str) -> Option<Endpoint> {
-        let rest = url.strip_prefix("http://")?;
-        let host = rest.strip_suffix('/').unwrap_or(rest);
-        if host.is_empty() || host.contains(['/', '?', '#', '@']) {
-            return None;
-        }
-        // A port follows the last `:`, unless that is inside an IPv6 literal `[…]`.
-        let has_port = host
-            .rfind(':')
-            .is_some_and(|colon| !host[colon..].contains(']'));
-        let authority = if has_port {
-            host.to_string()
-        } else {
-            format!("{host}:80")
-        };
-        Some(Endpoint {
-            url: format!("http://{host}"),
-            authority,
+        let uri: hyper::Uri = url.parse().ok()?;
+        let authority = uri.authority()?;
+        let plain = uri.scheme() == Some(&hyper::http::uri::Scheme::HTTP)
+            && uri.path() == "/"
+            && uri.query().is_none()
+            && !authority.as_str().contains('@');
+        plain.then(|| Endpoint {
+            url: format!("http://{authority}"),
+            authority: format!(
+                "{}:{}",
+                authority.host(),
+                authority.port_u16().unwrap_or(80)
+            ),
         })
     }
 }
@@ -748,13 +745,9 @@ impl Worker {
                 self.value.clone(),
             ),
             Target::Etcd => {
-                let mut body = Vec::with_capacity(32 + key.len() * 2 + self.value_base64.len());
-                body.extend_from_slice(br#"{"key":""#);
-                base64_into(&mut body, key.as_bytes());
-                body.extend_from_slice(br#"","value":""#);
-                body.extend_from_slice(self.value_base64.as_bytes());
-                body.extend_from_slice(br#""}"#);
-                request(Method::POST, "/v3/kv/put".into(), host, true, body.into())
+                let value = self.value_base64.as_bytes();
+                let body = etcd_body(key, &[br#"","value":""#, value, br#""}"#]);
+                request(Method::POST, "/v3/kv/put".into(), host, true, body)
             }
         }
     }
@@ -770,16 +763,13 @@ impl Worker {
                 request(Method::GET, path, host, false, Bytes::new())
             }
             Target::Etcd => {
-                let mut body = Vec::with_capacity(48 + key.len() * 2);
-                body.extend_from_slice(br#"{"key":""#);
-                base64_into(&mut body, key.as_bytes());
                 let tail: &[u8] = if stale {
                     br#"","serializable":true}"#
                 } else {
                     br#"","serializable":false}"#
                 };
-                body.extend_from_slice(tail);
-                request(Method::POST, "/v3/kv/range".into(), host, true, body.into())
+                let body = etcd_body(key, &[tail]);
+                request(Method::POST, "/v3/kv/range".into(), host, true, body)
             }
         }
     }
@@ -847,6 +837,19 @@ fn request(
     builder
         .body(Full::new(body))
         .expect("generated keys and parsed authorities make valid requests")
+}
+
+/// An etcd gateway body: `{"key":"<base64 of key>` followed by `rest` (which closes the
+/// key's string and the object).
+fn etcd_body(key: &str, rest: &[&[u8]]) -> Bytes {
+    let rest_bytes: usize = rest.iter().map(|part| part.len()).sum();
+    let mut body = Vec::with_capacity(8 + key.len().div_ceil(3) * 4 + rest_bytes);
+    body.extend_from_slice(br#"{"key":""#);
+    base64_into(&mut body, key.as_bytes());
+    for part in rest {
+        body.extend_from_slice(part);
+    }
+    body.into()
 }
 
 /// Turns an answer into an outcome (see the module doc).
