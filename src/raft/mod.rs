@@ -10,8 +10,9 @@
 //! from a SplitMix64 generator seeded by [`Config::seed`] and the node id. Peers are kept
 //! sorted and iterated in order. So a sequence of inputs always produces the same outputs:
 //! the scenario scripts (`tests/raft_scenarios/`) pin every message, and a failing
-//! simulation seed (`tests/raft_sim.rs`) replays exactly. A test greps this directory for
-//! forbidden imports (tokio, `std::fs`, `std::net`, `Instant`, `SystemTime`, a global RNG).
+//! simulation seed (`tests/it/raft_sim.rs`) replays exactly. A test greps this directory
+//! for forbidden imports (tokio, `std::fs`, `std::net`, `Instant`, `SystemTime`, a global
+//! RNG).
 //!
 //! The design follows etcd-io/raft (the `Ready` batch, progress states, pre-vote,
 //! check-quorum) and toydb (role types, `into_*` transitions, one handler per message).
@@ -88,11 +89,13 @@
 //! - inline unit tests per file (log watermarks, conflict hints, progress, read queue,
 //!   config, error paths of the public API);
 //! - `tests/raft_scenarios/*.txt`: golden scripts, one behaviour each, run by
-//!   `tests/raft_scenarios.rs` (`UPDATE_GOLDEN=1` regenerates);
-//! - `tests/raft_sim.rs`: seeded whole-cluster simulation with network faults and crashes,
-//!   checking the safety properties after every step and liveness after the faults;
-//! - `tests/raft_quorum.rs`: property test of [`quorum_value`] against a sorting reference;
-//! - `tests/raft_purity.rs`: the forbidden-import check;
+//!   `tests/it/raft_scenarios.rs` (`UPDATE_GOLDEN=1` regenerates);
+//! - `tests/it/raft_sim.rs`: seeded whole-cluster simulation with network faults and
+//!   crashes, checking the safety properties after every step and liveness after the
+//!   faults;
+//! - `tests/it/raft_quorum.rs`: property test of [`quorum_value`] against a sorting
+//!   reference;
+//! - `tests/it/raft_purity.rs`: the forbidden-import check;
 //! - `benches/raft.rs`: proposals per second through three in-memory cores.
 //!
 //! # Invariants

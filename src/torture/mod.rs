@@ -39,13 +39,13 @@
 //! # Self-check
 //!
 //! `Config::stale_reads` (`kvtorture --stale-reads`) reads with `?consistency=stale`; such
-//! runs must fail the check (`tests/torture.rs` asserts it), which shows the checker is not
-//! vacuous on real histories.
+//! runs must fail the check (`tests/it/torture.rs` asserts it), which shows the checker is
+//! not vacuous on real histories.
 //!
 //! # Implementation caveats
 //!
 //! - No clock skew, disk faults or message delay/loss in the nemesis (disk faults have their
-//!   own tests in `tests/disk_faults.rs`; `tc netem` is not available here).
+//!   own tests in `tests/it/disk_faults.rs`; `tc netem` is not available here).
 //! - One fault at a time (a crash kills several nodes at once, but nothing overlaps it).
 //! - A run killed with SIGKILL leaves its processes' namespaces (`kvt*`) behind in
 //!   namespace mode; `ip netns list | grep kvt` shows them.

@@ -1,15 +1,13 @@
-//! Abuse of both HTTP ports over raw TCP, beyond the 4xx cases of `tests/api.rs`: broken
+//! Abuse of both HTTP ports over raw TCP, beyond the 4xx cases of `tests/it/api.rs`: broken
 //! HTTP, odd paths and headers, deeply nested JSON, chunked bodies past the limit, slow and
 //! idle clients, and garbage or foreign envelopes on the raft port. Each gets a clear 4xx
 //! (or the connection is closed), never a 5xx, and the node keeps serving throughout.
-
-mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{TestCluster, http_get, http_send};
+use crate::common::{self, TestCluster, http_get, http_send};
 
 /// Sends `request` on a fresh connection and returns what came back before the server
 /// closed it or `wait` passed ("" if nothing).

@@ -5,7 +5,7 @@
 //! Bounded by default (about a minute per test). A long soak:
 //!
 //! ```text
-//! KVSTORE_TORTURE_SECONDS=120 KVSTORE_TORTURE_SEEDS=1-20 cargo test --test torture -- --nocapture
+//! KVSTORE_TORTURE_SECONDS=120 KVSTORE_TORTURE_SEEDS=1-20 cargo test --test it torture:: -- --nocapture
 //! ```
 //!
 //! `KVSTORE_TORTURE_SEEDS` takes a list and ranges (`1,5,10-12`); the 3-node test uses the

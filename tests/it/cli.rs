@@ -1,11 +1,9 @@
 //! `kvnode` and `kvctl` as a user runs them: bad configuration exits non-zero with one
 //! clear line; `kvctl` talks to a real cluster and fails with one line when it cannot.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::{TestCluster, free_port};
+use crate::common::{TestCluster, free_port};
 
 fn kvnode(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kvnode"))

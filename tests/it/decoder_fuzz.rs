@@ -3,17 +3,13 @@
 //! (1 MiB per collection, well under the transport's `ENVELOPE_BYTES_MAX`), whatever the
 //! lengths the bytes claim. Valid encodings, mutated, are refused or decoded, never a panic.
 //!
-//! The WAL record decoder has the same properties in `tests/wal_decode_proptest.rs`.
+//! The WAL record decoder has the same properties in `tests/it/wal_decode_proptest.rs`.
 
 use kvstore::raft::{AppendReject, Body, Entry, Message, SnapshotMeta};
 use kvstore::transport::{ENVELOPE_BYTES_MAX, Envelope};
 use proptest::prelude::*;
 
-#[path = "common/allocations.rs"]
-mod allocations;
-
-#[global_allocator]
-static ALLOCATOR: allocations::Counting = allocations::Counting;
+use crate::allocations;
 
 /// serde preallocates at most 1 MiB for a collection whose claimed length it cannot trust
 /// (`serde::de::size_hint::cautious`); anything a decode allocates beyond the input's own

@@ -8,11 +8,7 @@ use kvstore::wal::format::{self, FRAME_HEADER_BYTES, TYPE_FLAG_BATCH_END};
 use kvstore::wal::{RECORD_BYTES_MAX, Record};
 use proptest::prelude::*;
 
-#[path = "common/allocations.rs"]
-mod allocations;
-
-#[global_allocator]
-static ALLOCATOR: allocations::Counting = allocations::Counting;
+use crate::allocations;
 
 /// Allowance for the error message a failed decode formats (a short `String`).
 const MESSAGE_BYTES_MAX: usize = 256;

@@ -8,11 +8,7 @@ use kvstore::Error;
 use kvstore::raft::SnapshotMeta;
 use kvstore::snapshot::{Chunk, READ_BUFFER_BYTES, SnapshotDir, SnapshotInfo};
 
-#[path = "common/allocations.rs"]
-mod allocations;
-
-#[global_allocator]
-static ALLOCATOR: allocations::Counting = allocations::Counting;
+use crate::allocations;
 
 const CHUNK_BYTES: usize = 64 * 1024;
 

@@ -2,7 +2,7 @@
 //! holding that must restart in under 2 s). Ignored by default; run in release:
 //!
 //! ```text
-//! cargo test --release --test snapshot_perf -- --ignored --nocapture
+//! cargo test --release --test it snapshot_perf:: -- --ignored --nocapture
 //! ```
 
 use std::collections::BTreeMap;

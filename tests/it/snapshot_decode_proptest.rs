@@ -8,11 +8,7 @@ use kvstore::snapshot::format::{self, Footer, HEADER_FIXED_BYTES, Header};
 use kvstore::snapshot::{READ_BUFFER_BYTES, SnapshotDir, VOTERS_MAX};
 use proptest::prelude::*;
 
-#[path = "common/allocations.rs"]
-mod allocations;
-
-#[global_allocator]
-static ALLOCATOR: allocations::Counting = allocations::Counting;
+use crate::allocations;
 
 /// Allowance for error messages and paths (short `String`s), and for the decoded voter
 /// list (at most `VOTERS_MAX` `String`s, reserved up front).

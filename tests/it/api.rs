@@ -1,9 +1,7 @@
 //! The client API's contract (ARCHITECTURE.md, "Client API"), checked over HTTP against a
 //! real single-node `kvnode`: shapes, status codes, headers, limits and bad input.
 
-mod common;
-
-use common::TestCluster;
+use crate::common::{self, TestCluster};
 use reqwest::Method;
 use serde_json::{Value, json};
 

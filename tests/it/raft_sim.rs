@@ -679,7 +679,7 @@ fn simulated_clusters_stay_safe_and_live() {
         match panic::catch_unwind(AssertUnwindSafe(|| run_seed(seed, steps))) {
             Ok(outcome) => totals.add(outcome),
             Err(_) => panic!(
-                "simulation failed for seed {seed}; replay with: RAFT_SIM_SEED={seed} RAFT_SIM_STEPS={steps} cargo test --test raft_sim"
+                "simulation failed for seed {seed}; replay with: RAFT_SIM_SEED={seed} RAFT_SIM_STEPS={steps} cargo test --test it raft_sim::"
             ),
         }
     }

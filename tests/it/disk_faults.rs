@@ -4,13 +4,11 @@
 //! node's data dir: writes fail with a clear error, the WAL stays valid, and the node
 //! recovers once space is freed and it is restarted).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ELECTION_DEADLINE, TestCluster, http_get, http_send};
+use crate::common::{ELECTION_DEADLINE, TestCluster, http_get, http_send};
 use kvstore::client::{Client, Consistency, Options};
 use kvstore::store::Condition;
 use kvstore::torture::rng::Rng;

@@ -2,11 +2,9 @@
 //! redirects, SIGKILL of leaders and followers, an isolated old leader, loss of quorum,
 //! whole-cluster crash and restart, and racing conditional writes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{ELECTION_DEADLINE, TestCluster, client, direct, http_get, runtime};
+use crate::common::{ELECTION_DEADLINE, TestCluster, client, direct, http_get, runtime};
 use kvstore::client::{Client, ClientError, Consistency};
 use kvstore::store::Condition;
 use serde_json::Value;

@@ -1,13 +1,7 @@
 //! A global allocator that records the largest single allocation made on a thread while
 //! counting is on, so decoder tests can show that hostile input never makes them allocate
-//! beyond their limits. A test binary that uses it declares it as its allocator:
-//!
-//! ```ignore
-//! #[path = "common/allocations.rs"]
-//! mod allocations;
-//! #[global_allocator]
-//! static ALLOCATOR: allocations::Counting = allocations::Counting;
-//! ```
+//! beyond their limits. `main.rs` declares it as the test binary's allocator; a test uses
+//! it through `crate::allocations` (`start`, then `restart` or `stop`).
 
 #![allow(dead_code)]
 

@@ -4,7 +4,7 @@
 //! `> `: every message sent (in order: those allowed before the persist, the persist, then
 //! those that waited for it), every role change, persist, apply and read outcome. The file
 //! therefore pins ordering and durability, not only outcomes. `UPDATE_GOLDEN=1 cargo test
-//! --test raft_scenarios` rewrites the files; review the diff before committing.
+//! --test it raft_scenarios::` rewrites the files; review the diff before committing.
 //!
 //! Commands (nodes are `n1`..`nN`):
 //!
@@ -611,7 +611,7 @@ fn scenarios_match_golden_output() {
     }
     assert!(
         failures.is_empty(),
-        "scenario output differs (UPDATE_GOLDEN=1 cargo test --test raft_scenarios regenerates):\n{}",
+        "scenario output differs (UPDATE_GOLDEN=1 cargo test --test it raft_scenarios:: regenerates):\n{}",
         failures.join("\n")
     );
 }

@@ -1,11 +1,9 @@
 //! `kvctl bench` against a real cluster: the JSON report has the documented shape and a
 //! healthy cluster produces no errors.
 
-mod common;
-
 use std::process::Command;
 
-use common::TestCluster;
+use crate::common::TestCluster;
 use serde_json::Value;
 
 #[test]

@@ -2,12 +2,10 @@
 //! compacting the WAL, surviving restart, and streamed to a follower that fell behind the
 //! leader's compacted log.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ELECTION_DEADLINE, TestCluster, client, direct, runtime};
+use crate::common::{ELECTION_DEADLINE, TestCluster, client, direct, runtime};
 use kvstore::client::Consistency;
 use kvstore::store::Condition;
 use serde_json::Value;

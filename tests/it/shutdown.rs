@@ -3,13 +3,11 @@
 //! simply stops heartbeating) and no acknowledged write is lost, also with writes in flight
 //! when the signal arrives; a whole cluster stopped with SIGTERM restarts with everything.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ELECTION_DEADLINE, TestCluster, client, runtime};
+use crate::common::{ELECTION_DEADLINE, TestCluster, client, runtime};
 use kvstore::client::{Client, Consistency, Options};
 use kvstore::store::Condition;
 
