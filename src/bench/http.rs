@@ -63,10 +63,11 @@ impl Connection {
     }
 
     /// Whether the connection can carry another request: the server did not ask to close
-    /// it. (A connection the server closed without saying so fails the next exchange, as
-    /// before; the worker's idle limit keeps that from happening with kvstore's timeout.)
+    /// it, and hyper has not seen it closed (a node that restarted, or a server that
+    /// closed it silently). A close that hyper has not read yet still fails the next
+    /// exchange; the worker's idle limit keeps that from happening with kvstore's timeout.
     pub fn reusable(&self) -> bool {
-        !self.closing
+        !self.closing && !self.sender.is_closed()
     }
 
     /// Sends `request` and reads the whole answer.
@@ -159,6 +160,22 @@ mod tests {
             assert_eq!(answer.status, status);
             assert_eq!(answer.body, body);
             assert_eq!(connection.reusable(), reusable);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_silently_is_not_reused() {
+        // One keep-alive answer, then the server drops the socket without a word.
+        let authority = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]).await;
+        let mut connection = Connection::connect(&authority).await.unwrap();
+        assert_eq!(connection.exchange(get()).await.unwrap().status, 200);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while connection.reusable() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the closed connection still looks reusable"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 
