@@ -24,8 +24,9 @@
 //!
 //! - [`Target::Kvstore`]: the leader is found at the start (`GET /raft/leader` on the
 //!   seeds), and again by a worker whose request to it failed at the connection level or
-//!   with a 5xx, so a run goes on across a leader's crash. Puts go straight to it. Reads go to the leader too (`--read-from leader`, the default:
-//!   a linearizable read on a follower costs a forwarded ReadIndex round), or, with
+//!   with a 5xx, so a run goes on across a leader's crash. Puts go straight to it. Reads
+//!   go to the leader too (`--read-from leader`, the default: a linearizable read on a
+//!   follower costs a forwarded ReadIndex round), or, with
 //!   `--read-from any`, worker `i` reads from seed `i mod seeds`. A `409 not_leader` with
 //!   a hint is counted as an error and the worker follows the hint.
 //! - [`Target::Direct`]: everything to the first seed, no discovery (for the do-nothing
@@ -43,9 +44,9 @@
 //! virtio disk, Linux 6.18), commit 22bba54: a 3-node kvstore cluster, a 3-member etcd
 //! 3.4.23 cluster (default fsync; the better of GOMAXPROCS default and 1) and
 //! `examples/ceiling.rs` side by side, each scenario against each in turn, medians of 3
-//! rounds of 5 s; 16 B keys, 100 B values, 1000 keys, access log off. Other runs that day,
-//! on this machine and on a second, slower one of the same kind, put the put ratio between
-//! 4.3x and 6.4x (see the README).
+//! rounds of 5 s; 16 B keys, 100 B values, 1000 keys, access log off. Fifteen runs on
+//! this machine and two others of the same kind put the put ratio between 4.3x and 6.4x,
+//! with medians of 5.20x (kvctl) and 5.08x (wrk): see the README.
 //!
 //! | scenario | tool | kvstore | etcd | ceiling | kvstore/etcd | kvstore/ceiling |
 //! | --- | --- | --- | --- | --- | --- | --- |
