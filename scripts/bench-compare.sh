@@ -75,7 +75,9 @@ run_wrk() { # round scenario target op
   python3 -c 'import json,re,sys
 t=sys.argv[4]
 def ms(pattern):
-    m=re.search(pattern,t)
+    # Only the "Latency Distribution" lines start with a percentile: the stdev column
+    # above them ends in one too ("92.99%").
+    m=re.search(pattern,t,re.M)
     n=m and re.match(r"([\d.]+)(us|ms|s)$",m.group(1))
     if not n:
         sys.stderr.write("unparsable wrk output for %s:\n%s\n" % (pattern, t))
@@ -83,7 +85,7 @@ def ms(pattern):
     return float(n.group(1))*{"us":0.001,"ms":1,"s":1000}[n.group(2)]
 m=re.search(r"Requests/sec:\s+([\d.]+)",t)
 rps=float(m.group(1)) if m else 0.0
-p50=ms(r"50%\s+(\S+)"); p99=ms(r"99%\s+(\S+)")
+p50=ms(r"^\s*50%\s+(\S+)"); p99=ms(r"^\s*99%\s+(\S+)")
 bad=re.search(r"Non-2xx or 3xx responses: (\d+)",t); err=re.search(r"Socket errors: (.*)",t)
 print(json.dumps({"round":int(sys.argv[1]),"scenario":sys.argv[2],"target":sys.argv[3],"tool":"wrk",
   "throughput":rps,"p50":p50,"p99":p99,"errors":int(bad.group(1)) if bad else 0,"socket":err.group(1) if err else ""}))' \
