@@ -182,14 +182,7 @@ fn torn_tail_rounds(how: Tear, seed: u64) {
             next += 1;
         }
         cluster.restart(victim);
-        // kvnode logs through a buffer drained by a background thread, so the line may
-        // reach the log file a little after the node answers `/health`.
-        let repaired = || cluster.log(victim).contains("repaired a torn WAL tail");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !repaired() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(repaired(), "no repair reported:\n{}", cluster.log(victim));
+        cluster.wait_for_log(victim, "repaired a torn WAL tail", "no repair reported");
         cluster.wait_for_leader(&[0, 1, 2]);
         kv.put("after", format!("round {round}").as_bytes());
         wait_converged(&cluster, &[0, 1, 2]);

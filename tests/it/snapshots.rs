@@ -165,12 +165,10 @@ fn a_follower_behind_the_compacted_log_receives_the_snapshot() {
         number(&status, "snapshotIndex") >= 200,
         "the follower installed a snapshot: {status}"
     );
-    assert!(
-        cluster
-            .log(follower)
-            .contains("installed snapshot from the leader"),
-        "{}",
-        cluster.log(follower)
+    cluster.wait_for_log(
+        follower,
+        "installed snapshot from the leader",
+        "the follower did not log the install",
     );
 
     // The installed follower keeps replicating, and survives its own restart.

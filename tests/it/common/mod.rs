@@ -301,6 +301,17 @@ impl TestCluster {
         std::fs::read_to_string(&self.nodes[index].log_path).unwrap_or_default()
     }
 
+    /// Waits until node `index`'s log contains `needle`, and fails with `what` and the log if
+    /// it does not within 5 s. A running kvnode logs through a background writer, so a line
+    /// can reach the file a little after the node answers for what it logged.
+    pub fn wait_for_log(&self, index: usize, needle: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.log(index).contains(needle) {
+            assert!(Instant::now() < deadline, "{what}:\n{}", self.log(index));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `/raft/status` of node `index`, if it answers.
     pub fn status(&self, index: usize) -> Option<Value> {
         http_get(&format!("{}/raft/status", self.url(index)))
