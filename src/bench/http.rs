@@ -169,14 +169,18 @@ mod tests {
         let authority = serve(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]).await;
         let mut connection = Connection::connect(&authority).await.unwrap();
         assert_eq!(connection.exchange(get()).await.unwrap().status, 200);
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while connection.reusable() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the closed connection still looks reusable"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        // `ready` fails once hyper's connection task has read the close.
+        let ready = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            connection.sender.ready(),
+        )
+        .await
+        .expect("hyper never saw the close");
+        assert!(ready.is_err(), "the closed connection is ready for more");
+        assert!(
+            !connection.reusable(),
+            "the closed connection still looks reusable"
+        );
     }
 
     #[tokio::test]
