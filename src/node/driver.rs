@@ -331,11 +331,18 @@ impl Driver {
                 return Ok(());
             }
         }
-        self.parts.storage.submit(Job::Save {
+        let job = Job::Save {
             hard_state,
             entries: ready.entries,
             messages: ready.persisted_messages,
-        })
+        };
+        if self.parts.raft.role() != Role::Leader && self.parts.storage.idle() {
+            // A follower's reply waits for this write anyway: made here, it costs no
+            // wake-up of the WAL thread and none back (see the storage module doc).
+            self.parts.storage.run_here(job)?;
+            return self.poll_storage();
+        }
+        self.parts.storage.submit(job)
     }
 
     /// The hard state to write with this ready's entries, if any. A change of the commit

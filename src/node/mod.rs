@@ -8,7 +8,7 @@
 //! so through one bounded queue of `Event`s ([`EVENTS_MAX`]); a full queue is
 //! back-pressure: the HTTP layer answers `503` at once instead of letting requests pile up.
 //! The WAL lives on a thread of its own (`storage.rs`), since an fdatasync blocks; the
-//! driver never waits for it.
+//! leader's driver never waits for it (a follower's writes in place, see `storage.rs`).
 //!
 //! The driver was an OS thread of its own while it also made the fsyncs. With the fsyncs
 //! gone from it, a thread only cost wake-ups: every request crossed from a tokio worker to
@@ -34,7 +34,9 @@
 //!    - hand the hard state, the entries and `persisted_messages` (vote and append
 //!      responses, thesis §3.8) to the WAL thread, which writes them with **one** write and
 //!      **one** fdatasync together with whatever else queued meanwhile (group commit) and
-//!      only then sends those messages. A ready with nothing to write sends its
+//!      only then sends those messages. A follower (any node but the leader) with nothing
+//!      queued on the thread makes that write and sends those messages itself, in place
+//!      (`storage.rs`, "Followers write in place"). A ready with nothing to write sends its
 //!      `persisted_messages` itself when no write is under way (nothing they reveal can
 //!      still be unwritten).
 //! 4. Publish the status, then answer the proposals applied (so `/raft/status` never lags
