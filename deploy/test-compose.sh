@@ -2,7 +2,8 @@
 # End-to-end test of the compose deployment on this machine's Docker Engine.
 #
 #   deploy/test-compose.sh                        build the image, run the scenario, clean up
-#   KVSTORE_SKIP_CARGO=1 deploy/test-compose.sh   reuse target/release as it is
+#   KVSTORE_SKIP_CARGO=1 deploy/test-compose.sh   reuse target/release as it is (target/debug
+#                                                 with KVSTORE_CARGO_PROFILE=dev, as .ci/run does)
 #
 # Scenario: a fresh 3-node cluster (unique project name, new volumes, host ports chosen by
 # Docker so that nothing collides with a cluster already on 8081-8083), wait for a leader and
