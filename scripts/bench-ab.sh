@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 rounds=${1:?rounds}
 seconds=${2:?seconds}
 shift 2
+base=18480   # scripts/bench-cluster.sh: client ports base+1..base+3, in the pid file's order
 [ $# -ge 1 ] || { echo "usage: $0 ROUNDS SECONDS KVNODE [KVNODE ...]" >&2; exit 2; }
 for round in $(seq "$rounds"); do
   n=0
@@ -24,7 +25,7 @@ for round in $(seq "$rounds"); do
     n=$((n + 1))
     dir=/tmp/kvstore-bench-ab/$n
     rm -rf "$dir"
-    seeds=$(KVNODE=$bin scripts/bench-cluster.sh start "$dir" 18480)
+    seeds=$(KVNODE=$bin scripts/bench-cluster.sh start "$dir" "$base")
     trap 'scripts/bench-cluster.sh stop "$dir"' EXIT
     leader=$(target/release/kvctl --seeds "$seeds" --json leader |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"])')
@@ -33,9 +34,9 @@ for round in $(seq "$rounds"); do
     rps() { grep -oP 'Requests/sec:\s+\K[0-9.]+'; }
     p50=$(target/release/kvctl --seeds "$leader" --json bench --target direct --clients 1 \
       --duration "$seconds" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latencyMs"]["p50"])')
-    # The nodes' pids, the leader's first (client ports are 18481..18483, in pid order).
+    # The nodes' pids, the leader's first.
     mapfile -t pids < "$dir/pids"
-    first=$(( ${leader##*:} - 18481 ))
+    first=$(( ${leader##*:} - base - 1 ))
     ordered=("${pids[$first]}")
     for i in 0 1 2; do [ "$i" = "$first" ] || ordered+=("${pids[$i]}"); done
     ticks() { for pid in "${ordered[@]}"; do awk '{print $14 + $15}' "/proc/$pid/stat"; done; }

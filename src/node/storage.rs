@@ -157,10 +157,9 @@ impl Storage {
             shared: shared.clone(),
         }));
         let thread_writer = writer.clone();
-        let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("wal-{id}"))
-            .spawn(move || run(thread_writer, thread_shared, queue))
+            .spawn(move || run(thread_writer, queue))
             .map_err(|error| Error::io("spawn WAL thread", "", error))?;
         Ok(Storage {
             jobs: Some(jobs),
@@ -177,7 +176,7 @@ impl Storage {
 
     /// Queues a job. Fails only if the thread has stopped (its error is in [`Storage::poll`]).
     pub(super) fn submit(&mut self, job: Job) -> Result<()> {
-        self.count(&job);
+        self.record(&job);
         let sent = self
             .jobs
             .as_ref()
@@ -185,7 +184,6 @@ impl Storage {
         if !sent {
             return Err(self.failure());
         }
-        self.jobs_submitted += 1;
         Ok(())
     }
 
@@ -197,8 +195,7 @@ impl Storage {
             self.idle(),
             "a job run in place while the WAL thread has jobs"
         );
-        self.count(&job);
-        self.jobs_submitted += 1;
+        self.record(&job);
         let Ok(mut writer) = self.writer.lock() else {
             // The WAL thread panicked while writing.
             return Err(self.failure());
@@ -208,9 +205,11 @@ impl Storage {
         })
     }
 
-    /// Notes what a job submitted changes: the hard state the WAL will hold, the bytes it
-    /// will write.
-    fn count(&mut self, job: &Job) {
+    /// Notes a job submitted (to the thread or in place): one more job, the hard state the
+    /// WAL will hold, the bytes it will write. A job that cannot be submitted stops the node,
+    /// so it need not be taken back.
+    fn record(&mut self, job: &Job) {
+        self.jobs_submitted += 1;
         if let Job::Save {
             hard_state,
             entries,
@@ -333,7 +332,14 @@ impl Merged {
     }
 }
 
-fn run(writer: Arc<Mutex<Writer>>, shared: Arc<Shared>, queue: mpsc::Receiver<Job>) {
+/// The WAL thread: takes every job queued, writes, reports; ends when the queue closes or
+/// a write fails.
+fn run(writer: Arc<Mutex<Writer>>, queue: mpsc::Receiver<Job>) {
+    let shared = writer
+        .lock()
+        .expect("WAL writer lock poisoned")
+        .shared
+        .clone();
     let _guard = PanicGuard(shared.clone());
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
@@ -518,8 +524,7 @@ mod tests {
         assert_eq!(storage.hard_state(), &state);
         assert!(events.try_recv().is_err());
 
-        storage.stop();
-        drop(storage);
+        drop(storage); // waits for the thread
         let (_, recovered) = Wal::open(dir.path(), crate::wal::Options::default()).unwrap();
         let indexes: Vec<_> = recovered
             .entries
