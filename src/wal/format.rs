@@ -10,8 +10,11 @@ use crate::raft::{Entry, HardState, Index, Term};
 
 /// The first 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"KVSWAL\r\n";
-/// The segment format version this code writes and reads.
-pub const SEGMENT_VERSION: u32 = 1;
+/// The segment format version this code writes. Version 2 added the [`Seal`] start record;
+/// version 1 segments (no seal) are still read.
+pub const SEGMENT_VERSION: u32 = 2;
+/// The oldest segment format version this code reads.
+pub const SEGMENT_VERSION_READ_MIN: u32 = 1;
 /// Size of the segment header; the first record starts at this offset.
 pub const SEGMENT_HEADER_BYTES: usize = 40;
 /// Size of a record frame header: length (4) + CRC32 (4) + type (1).
@@ -51,6 +54,26 @@ pub mod kind {
     pub const RESET: u8 = 4;
     /// Compaction: entries <= index are covered by a snapshot ending at (index, term).
     pub const COMPACT: u8 = 5;
+    /// Where the previous segment ended (a start record, segment version 2 on).
+    pub const SEAL: u8 = 6;
+}
+
+/// A start record of every segment that has a predecessor (segment version 2 on): where
+/// the previous segment's records ended when it was sealed, and the log's last entry then.
+/// Replay checks it against what it read of that segment, so a sealed segment that lost
+/// batches is caught even when what is left of it still ends in a plausible place (a
+/// zeroed tail reads as unwritten space, and a lost overwrite leaves the last index where
+/// it was).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    /// The sealed segment's sequence (this segment's minus one).
+    pub sequence: u64,
+    /// Where its records ended: header and records, in bytes ([`crate::wal::SegmentMeta::bytes`]).
+    pub bytes: u64,
+    /// The log's last index when it was sealed (the base index if it held no entry).
+    pub last_index: Index,
+    /// The term of that index (0 for an empty log).
+    pub last_term: Term,
 }
 
 /// One typed WAL record (owned form, used for writing).
@@ -79,6 +102,8 @@ pub enum Record {
         /// Term of that index.
         term: Term,
     },
+    /// Where the previous segment ended (a start record).
+    Seal(Seal),
 }
 
 /// A decoded record borrowing its command bytes from the segment (no copy on replay).
@@ -114,6 +139,8 @@ pub enum RecordRef<'a> {
         /// Term of that index.
         term: Term,
     },
+    /// See [`Record::Seal`].
+    Seal(Seal),
 }
 
 impl RecordRef<'_> {
@@ -139,6 +166,7 @@ impl RecordRef<'_> {
                 index: *index,
                 term: *term,
             },
+            RecordRef::Seal(seal) => Record::Seal(*seal),
         }
     }
 }
@@ -265,6 +293,7 @@ impl Record {
                 index: *index,
                 term: *term,
             },
+            Record::Seal(seal) => RecordRef::Seal(*seal),
         }
     }
 }
@@ -399,6 +428,7 @@ fn encode_payload(record: &RecordRef<'_>, buffer: &mut Vec<u8>) -> Result<u8, St
             };
             postcard::to_io(&payload, &mut *buffer).map(|_| kind::COMPACT)
         }
+        RecordRef::Seal(seal) => postcard::to_io(seal, &mut *buffer).map(|_| kind::SEAL),
     };
     encoded.map_err(|error| error.to_string())
 }
@@ -447,7 +477,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
     let stored = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     let type_byte = bytes[8];
     let record_kind = type_byte & TYPE_KIND_MASK;
-    if !(kind::ENTRY..=kind::COMPACT).contains(&record_kind) {
+    if !(kind::ENTRY..=kind::SEAL).contains(&record_kind) {
         return Err(FrameError::BadType(type_byte));
     }
     if length as usize > RECORD_BYTES_MAX {
@@ -506,6 +536,11 @@ fn decode_payload(record_kind: u8, payload: &[u8]) -> Result<RecordRef<'_>, Fram
                 from: truncate.from,
             }
         }
+        kind::SEAL => {
+            let (seal, rest) = postcard::take_from_bytes::<Seal>(payload).map_err(bad)?;
+            check_rest(rest)?;
+            RecordRef::Seal(seal)
+        }
         _ => {
             let (position, rest) =
                 postcard::take_from_bytes::<PositionPayload>(payload).map_err(bad)?;
@@ -558,6 +593,11 @@ impl SegmentHeader {
 
     /// Decodes and checks a header; `Err` says what is wrong.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, String> {
+        Self::decode_versioned(bytes).map(|(header, _)| header)
+    }
+
+    /// [`SegmentHeader::decode`], also returning the segment's format version.
+    pub fn decode_versioned(bytes: &[u8]) -> Result<(SegmentHeader, u32), String> {
         if bytes.len() < SEGMENT_HEADER_BYTES {
             return Err(format!(
                 "segment header needs {SEGMENT_HEADER_BYTES} bytes, file has {}",
@@ -583,15 +623,17 @@ impl SegmentHeader {
             ));
         }
         let version = u32_at(8);
-        if version != SEGMENT_VERSION {
+        if !(SEGMENT_VERSION_READ_MIN..=SEGMENT_VERSION).contains(&version) {
             return Err(format!(
-                "unsupported segment version {version} (this build reads {SEGMENT_VERSION})"
+                "unsupported segment version {version} (this build reads \
+                 {SEGMENT_VERSION_READ_MIN} to {SEGMENT_VERSION})"
             ));
         }
-        Ok(SegmentHeader {
+        let header = SegmentHeader {
             sequence: u64_at(16),
             first_index: u64_at(24),
-        })
+        };
+        Ok((header, version))
     }
 }
 

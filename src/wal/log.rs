@@ -5,7 +5,7 @@ use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::format::{self, RecordRef, SEGMENT_HEADER_BYTES, SegmentHeader};
+use super::format::{self, RecordRef, SEGMENT_HEADER_BYTES, Seal, SegmentHeader};
 use super::fs::{FileSystem, WalFile};
 use super::recovery::{self, Location, ReplayState, SegmentMeta, TornTail};
 use super::spare::{self, Spares};
@@ -255,7 +255,17 @@ impl Wal {
             first_index,
         };
         let mut bytes = header.encode().to_vec();
-        let mut start_records = vec![RecordRef::HardState(self.state.hard_state.clone())];
+        let mut start_records = Vec::with_capacity(3);
+        // The segment being sealed, if this is a rotation (RECOVERY checks the seal).
+        if let Some(sealed) = self.segments.last() {
+            start_records.push(RecordRef::Seal(Seal {
+                sequence: sealed.sequence,
+                bytes: sealed.bytes,
+                last_index: self.last_index(),
+                last_term: self.last_term(),
+            }));
+        }
+        start_records.push(RecordRef::HardState(self.state.hard_state.clone()));
         if let Some((index, term)) = self.state.base {
             start_records.push(RecordRef::Compact { index, term });
         }
@@ -444,6 +454,9 @@ impl Wal {
                 }
                 RecordRef::Compact { index, .. } => base_index = base_index.max(*index),
                 RecordRef::HardState(_) => {}
+                RecordRef::Seal(_) => {
+                    return Err("a seal record is written only by rotation".to_string());
+                }
             }
         }
         Ok(())
@@ -669,16 +682,7 @@ impl Wal {
 
     /// The term of the entry at `index` (or of the base), if the log knows it.
     pub fn term(&self, index: Index) -> Option<Term> {
-        match self.state.base {
-            Some((base, term)) if base == index => return Some(term),
-            None if index == 0 => return Some(0),
-            _ => {}
-        }
-        let offset = index.checked_sub(self.state.start + 1)?;
-        self.state
-            .locations
-            .get(offset as usize)
-            .map(|location| location.term)
+        self.state.term(index)
     }
 
     /// The first index the log holds (base + 1; 1 for a log never compacted).

@@ -29,7 +29,7 @@
 //! | offset | size | field         | meaning                                                    |
 //! |--------|------|---------------|------------------------------------------------------------|
 //! | 0      | 8    | `magic`       | `b"KVSWAL\r\n"` ([`format::SEGMENT_MAGIC`])                |
-//! | 8      | 4    | `version`     | u32, 1 ([`format::SEGMENT_VERSION`])                       |
+//! | 8      | 4    | `version`     | u32, 2 ([`format::SEGMENT_VERSION`]); 1 is still read      |
 //! | 12     | 4    | reserved      | zero                                                       |
 //! | 16     | 8    | `sequence`    | u64, 1, 2, 3 ... without gaps                              |
 //! | 24     | 8    | `first_index` | u64, last index + 1 when the segment was created           |
@@ -43,9 +43,13 @@
 //! `torn-<segment stem>-<offset>.bin` holds bytes cut off by a torn-tail repair;
 //! `*.wal.dead.tmp` is a dropped segment being deleted (TRUNCATION; deleted on open).
 //!
-//! Every segment starts with a batch of **start records**: the current hard state, and
-//! (if the log has a snapshot base) a `Compact` record naming it. So after older segments
-//! are deleted, the latest hard state and base are still reachable by replay.
+//! Every segment starts with a batch of **start records**: a `Seal` of the segment before
+//! it (if there is one), the current hard state, and (if the log has a snapshot base) a
+//! `Compact` record naming it. So after older segments are deleted, the latest hard state
+//! and base are still reachable by replay; and a sealed segment is vouched for by its
+//! successor: where its records ended, and the log's last index and term then. Version 1
+//! segments (before seals) have no `Seal`; they are read as before, and the first version 2
+//! segment after one seals it like any other.
 //!
 //! ## Record frame
 //!
@@ -70,6 +74,8 @@
 //! | 3    | `Truncate` | from varint: entries >= from are discarded                     |
 //! | 4    | `Reset`    | index varint, term varint: the whole log is replaced            |
 //! | 5    | `Compact`  | index varint, term varint: entries <= index are snapshotted    |
+//! | 6    | `Seal`     | sequence, bytes, last index, last term (varints): the previous |
+//! |      |            | segment's records ended at `bytes`, the log at that index/term |
 //!
 //! Zero is never a valid kind, so zeroed space (a file extended but not written) never
 //! reads as a record: where a frame would start and every byte to the end of the file is
@@ -122,7 +128,7 @@
 //! # ROTATION
 //!
 //! 1. Encode the new header (`sequence` + 1, `first_index` = last index + 1) and the start
-//!    records (hard state, base) as one batch.
+//!    records (the seal of the active segment, hard state, base) as one batch.
 //! 2. Make `<name>.wal.tmp`: rename the spare to it if one is ready (its zeros are
 //!    durable already), else create it and preallocate it (PREALLOCATION); write them at
 //!    its start, and fdatasync it.
@@ -168,8 +174,16 @@
 //!    then applied together: `Entry` must be last index + 1; `Truncate`, `Reset`,
 //!    `Compact` as in TRUNCATION; `HardState` replaces the hard state.
 //!    Where the rest of a segment is all zero after a complete batch, its records end
-//!    (PREALLOCATION): that is not damage, in any segment. (A sealed segment that lost
-//!    batches this way is still caught: the next segment's `first_index` would not follow.)
+//!    (PREALLOCATION): that is not damage, in any segment. A sealed segment that lost
+//!    batches this way is still caught by its successor's `Seal` (start records, version 2
+//!    on), which must be in that segment's first batch and match where replay found the
+//!    sealed segment's records end and the log's last index and term there; a mismatch is
+//!    corruption naming the sealed segment and the offset where its records now end (a
+//!    lost batch need not change the last index: a follower's overwrite of a conflicting
+//!    suffix with as many entries does not). For a version 2 segment the seal also does
+//!    step 2's `first_index` check. Without the seal, a version 2 segment after a replayed
+//!    one is corruption, in the newest segment too (start records are written whole before
+//!    the segment is renamed into place, so they are never a torn write).
 //! 4. A bad frame (short, bad length, type, CRC or payload), or a batch without its end
 //!    record at the end of the records, is a **torn tail** only if it is in the newest segment
 //!    and no valid frame starts anywhere after it. Anything else is **corruption**:

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    self, FRAME_HEADER_BYTES, Frame, RecordRef, SEGMENT_HEADER_BYTES, SegmentHeader,
+    self, FRAME_HEADER_BYTES, Frame, RecordRef, SEGMENT_HEADER_BYTES, Seal, SegmentHeader,
 };
 use super::fs::FileSystem;
 use crate::raft::{Entry, HardState, Index, Term};
@@ -71,6 +71,30 @@ impl ReplayState {
         self.base.map_or(0, |(index, _)| index)
     }
 
+    /// The term of `index`: of the base if `index` is the base, 0 for index 0 of a log
+    /// never compacted, `None` if the log does not hold it.
+    pub fn term(&self, index: Index) -> Option<Term> {
+        match self.base {
+            Some((base, term)) if base == index => return Some(term),
+            None if index == 0 => return Some(0),
+            _ => {}
+        }
+        let offset = index.checked_sub(self.start + 1)?;
+        self.locations
+            .get(offset as usize)
+            .map(|location| location.term)
+    }
+
+    /// Where the log stands, as a seal of the segment that holds its end records.
+    fn seal(&self, segment: &SegmentMeta) -> Seal {
+        Seal {
+            sequence: segment.sequence,
+            bytes: segment.bytes,
+            last_index: self.last_index(),
+            last_term: self.term(self.last_index()).unwrap_or(0),
+        }
+    }
+
     /// Applies one record; `Err(detail)` if it cannot follow the log replayed so far.
     pub(crate) fn apply_record(
         &mut self,
@@ -94,6 +118,8 @@ impl ReplayState {
                 Ok(())
             }
             RecordRef::Compact { index, term } => self.apply_compact(*index, *term),
+            // Checked by the segment scan against the segment before (RECOVERY step 3).
+            RecordRef::Seal(_) => Ok(()),
         }
     }
 
@@ -236,14 +262,15 @@ pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, collect: bool) -> Result<R
     };
     let mut torn = None;
     let count = segments.len();
+    // How the segment before the current one ended, as its successor's seal must say.
+    let mut sealed: Option<(Seal, PathBuf)> = None;
     for position in 0..count {
         let next_first_index = segments.get(position + 1).map(|next| next.first_index);
         let segment = &mut segments[position];
         let bytes = fs
             .read(&segment.path)
             .map_err(|error| Error::io("read segment", &segment.path, error))?;
-        let previous = position.checked_sub(1).map(|before| before as u64);
-        check_header(&bytes, segment, previous.is_some(), &state)?;
+        let version = check_header(&bytes, segment, sealed.is_some(), &state)?;
         if position == 0 {
             state.start = segment.first_index.saturating_sub(1);
         }
@@ -252,10 +279,13 @@ pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, collect: bool) -> Result<R
             segment,
             newest: position + 1 == count,
             next_first_index,
+            // Version 1 segments have no seal; the oldest segment has no predecessor here.
+            sealed: sealed.take().filter(|_| version >= 2),
         };
         let (torn_tail, end) = scan.run(&mut state)?;
         torn = torn_tail;
         segment.bytes = end as u64;
+        sealed = Some((state.seal(segment), segment.path.clone()));
         if let Some(next) = segments.get(position + 1) {
             check_sequence(&segments[position], next, &state)?;
         }
@@ -269,13 +299,17 @@ pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, collect: bool) -> Result<R
     })
 }
 
+/// Checks a segment's header against its name and the log before it; returns its format
+/// version. A segment with a seal (version 2 on) after a replayed one has its first index
+/// checked with the seal instead ([`SegmentScan::check_seal`]), which can name the sealed
+/// segment that lost records rather than the one after it.
 fn check_header(
     bytes: &[u8],
     segment: &SegmentMeta,
     has_previous: bool,
     state: &ReplayState,
-) -> Result<()> {
-    let header = SegmentHeader::decode(bytes)
+) -> Result<u32> {
+    let (header, version) = SegmentHeader::decode_versioned(bytes)
         .map_err(|detail| corruption(&segment.path, 0, None, detail))?;
     let named = SegmentHeader {
         sequence: segment.sequence,
@@ -289,7 +323,7 @@ fn check_header(
             format!("header says {header:?} but the file name says {named:?}"),
         ));
     }
-    if has_previous && segment.first_index != state.last_index() + 1 {
+    if has_previous && version < 2 && segment.first_index != state.last_index() + 1 {
         return Err(corruption(
             &segment.path,
             0,
@@ -304,7 +338,7 @@ fn check_header(
             ),
         ));
     }
-    Ok(())
+    Ok(version)
 }
 
 fn check_sequence(segment: &SegmentMeta, next: &SegmentMeta, state: &ReplayState) -> Result<()> {
@@ -365,6 +399,9 @@ struct SegmentScan<'a> {
     segment: &'a SegmentMeta,
     newest: bool,
     next_first_index: Option<Index>,
+    /// What this segment's seal must say, and the sealed segment's file: set when the
+    /// segment has a seal (version 2 on) and its predecessor was replayed.
+    sealed: Option<(Seal, PathBuf)>,
 }
 
 /// A record of the batch being read, applied only when its batch ends.
@@ -375,6 +412,25 @@ impl<'a> SegmentScan<'a> {
     /// the log's records end (the write position: before a torn tail, or where unwritten,
     /// zeroed space begins, or the end of the file).
     fn run(&self, state: &mut ReplayState) -> Result<(Option<TornTail>, usize)> {
+        let scanned = self.scan(state)?;
+        if let Some((expected, _)) = &self.sealed
+            && scanned.1 <= SEGMENT_HEADER_BYTES
+        {
+            // Not even the start records survived: nothing vouches for the segment before.
+            return Err(corruption(
+                &self.segment.path,
+                SEGMENT_HEADER_BYTES as u64,
+                None,
+                format!(
+                    "the start records, with the seal of segment {}, are missing",
+                    expected.sequence
+                ),
+            ));
+        }
+        Ok(scanned)
+    }
+
+    fn scan(&self, state: &mut ReplayState) -> Result<(Option<TornTail>, usize)> {
         let mut pending: Pending<'a> = Vec::new();
         let mut offset = SEGMENT_HEADER_BYTES;
         let mut batch_offset = offset;
@@ -412,6 +468,7 @@ impl<'a> SegmentScan<'a> {
             } = frame;
             pending.push((record, location));
             if batch_end {
+                self.check_seal(&pending, batch_offset == SEGMENT_HEADER_BYTES)?;
                 self.apply_batch(state, &mut pending)?;
                 batch_offset = offset;
             }
@@ -426,6 +483,76 @@ impl<'a> SegmentScan<'a> {
             search_from: self.bytes.len(),
         };
         self.bad_frame(state, damage, detail.to_string())
+    }
+
+    /// A seal belongs in the start records (the segment's first batch) only, and where this
+    /// segment's predecessor was replayed it must be there and agree with how that segment
+    /// ended: a sealed segment that lost batches is corruption (in the sealed segment).
+    fn check_seal(&self, batch: &Pending<'a>, first: bool) -> Result<()> {
+        let seal = batch.iter().find_map(|(record, location)| match record {
+            RecordRef::Seal(seal) => Some((*seal, location.offset)),
+            _ => None,
+        });
+        match (seal, &self.sealed) {
+            (Some((_, offset)), _) if !first => Err(corruption(
+                &self.segment.path,
+                offset,
+                None,
+                "a seal record outside the segment's start records".to_string(),
+            )),
+            (Some((found, _)), Some((expected, file))) if found != *expected => {
+                let lost = (found.last_index != expected.last_index).then(|| {
+                    (
+                        found.last_index.min(expected.last_index) + 1,
+                        found.last_index.max(expected.last_index),
+                    )
+                });
+                Err(corruption(
+                    file,
+                    expected.bytes,
+                    lost,
+                    format!(
+                        "sealed segment lost records: {} says segment {} ended at byte {} \
+                         with index {} (term {}), but its records end at byte {} with index \
+                         {} (term {})",
+                        self.segment.path.display(),
+                        found.sequence,
+                        found.bytes,
+                        found.last_index,
+                        found.last_term,
+                        expected.bytes,
+                        expected.last_index,
+                        expected.last_term
+                    ),
+                ))
+            }
+            (Some(_), Some((expected, _)))
+                if self.segment.first_index != expected.last_index + 1 =>
+            {
+                Err(corruption(
+                    &self.segment.path,
+                    0,
+                    Some((
+                        expected.last_index.min(self.segment.first_index),
+                        expected.last_index.max(self.segment.first_index),
+                    )),
+                    format!(
+                        "segment starts at index {} but the log before it ends at {}",
+                        self.segment.first_index, expected.last_index
+                    ),
+                ))
+            }
+            (None, Some((expected, _))) if first => Err(corruption(
+                &self.segment.path,
+                SEGMENT_HEADER_BYTES as u64,
+                None,
+                format!(
+                    "the start records lack the seal of segment {}",
+                    expected.sequence
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn apply_batch(&self, state: &mut ReplayState, pending: &mut Pending<'a>) -> Result<()> {

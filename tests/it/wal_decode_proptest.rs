@@ -46,7 +46,7 @@ proptest! {
 
     #[test]
     fn arbitrary_payloads_with_valid_crc_never_panic_or_overallocate(
-        kind in 1u8..=5,
+        kind in 1u8..=6,
         payload in proptest::collection::vec(any::<u8>(), 0..256),
     ) {
         let bytes = framed(kind, payload.len() as u32, &payload);

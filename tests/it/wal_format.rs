@@ -4,7 +4,7 @@
 //! change: bump `SEGMENT_VERSION`.
 
 use kvstore::raft::{Entry, HardState};
-use kvstore::wal::format::{self, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader};
+use kvstore::wal::format::{self, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, Seal, SegmentHeader};
 use kvstore::wal::{Record, RecordRef};
 
 fn hex(bytes: &[u8]) -> String {
@@ -27,7 +27,7 @@ fn segment_header_golden_bytes() {
     let bytes = header.encode();
     assert_eq!(SEGMENT_HEADER_BYTES, 40);
     assert_eq!(&bytes[0..8], b"KVSWAL\r\n", "magic at 0..8");
-    assert_eq!(&bytes[8..12], &[1, 0, 0, 0], "version u32 LE at 8..12");
+    assert_eq!(&bytes[8..12], &[2, 0, 0, 0], "version u32 LE at 8..12");
     assert_eq!(&bytes[12..16], &[0; 4], "reserved at 12..16");
     assert_eq!(
         &bytes[16..24],
@@ -41,15 +41,16 @@ fn segment_header_golden_bytes() {
     );
     assert_eq!(
         &bytes[32..36],
-        &[0x2a, 0xb1, 0xae, 0x76],
+        &[0x02, 0x18, 0xb0, 0x2e],
         "CRC32 of 0..32 at 32..36"
     );
     assert_eq!(&bytes[36..40], &[0; 4], "reserved at 36..40");
     assert_eq!(
         hex(&bytes),
-        "4b565357414c0d0a0100000000000000030000000000000001040000000000002ab1ae7600000000"
+        "4b565357414c0d0a0200000000000000030000000000000001040000000000000218b02e00000000"
     );
     assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
+    assert_eq!(SegmentHeader::decode_versioned(&bytes), Ok((header, 2)));
     assert_eq!(
         format::segment_file_name(&header),
         "00000000000000000003-00000000000000001025.wal"
@@ -126,6 +127,15 @@ fn other_frames_golden_bytes() {
             Record::Compact { index: 7, term: 1 },
             "0200000028a6f920850701",
         ),
+        (
+            Record::Seal(Seal {
+                sequence: 2,
+                bytes: 300,
+                last_index: 7,
+                last_term: 1,
+            }),
+            "0500000084d1943f8602ac020701",
+        ),
     ];
     for (record, golden) in cases {
         let bytes = encoded(&record, true);
@@ -165,4 +175,29 @@ fn zero_type_and_damage_never_decode() {
     }
     let borrowed = format::decode_frame(&good).unwrap().record;
     assert!(matches!(borrowed, RecordRef::Entry { command, .. } if command == b"abc"));
+}
+
+#[test]
+fn segment_header_versions_1_and_2_are_read_others_refused() {
+    let header = SegmentHeader {
+        sequence: 3,
+        first_index: 1025,
+    };
+    let with_version = |version: u32| {
+        let mut bytes = header.encode();
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[0..32]);
+        bytes[32..36].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    };
+    for version in [1, 2] {
+        assert_eq!(
+            SegmentHeader::decode_versioned(&with_version(version)),
+            Ok((header, version))
+        );
+    }
+    for version in [0, 3, u32::MAX] {
+        let error = SegmentHeader::decode(&with_version(version)).unwrap_err();
+        assert!(error.contains("unsupported segment version"), "{error}");
+    }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use kvstore::Error;
 use kvstore::raft::{Entry, HardState};
 use kvstore::wal::format::{self, SEGMENT_HEADER_BYTES};
-use kvstore::wal::{Options, Wal};
+use kvstore::wal::{Options, RecordRef, Wal};
 
 fn options(preallocate: bool) -> Options {
     Options {
@@ -155,6 +155,8 @@ fn torn_tail_at_every_byte(preallocate: bool) {
     let length = std::fs::metadata(newest).unwrap().len();
     let boundaries = batch_boundaries(newest);
     let records_end = *boundaries.last().unwrap();
+    // Where the newest segment's start records (hard state, seal) end.
+    let start_records_end = boundaries[1];
     assert_eq!(records_end, ends.last().unwrap().1);
     if preallocate {
         assert_eq!(length, 600, "the segment is preallocated");
@@ -170,20 +172,20 @@ fn torn_tail_at_every_byte(preallocate: bool) {
         tear(&segment, cut, records_end, preallocate);
         let opened = Wal::open(temp.path(), options(preallocate));
         let context = format!("cut {cut}, preallocate {preallocate}");
-        if cut < SEGMENT_HEADER_BYTES as u64 {
-            // Segments are created whole (temporary file + rename), so a short header is
-            // damage, not a torn write. (Zeroing the header's reserved zero bytes changes
-            // nothing.)
-            let header_changed = !preallocate
-                || template_bytes[cut as usize..SEGMENT_HEADER_BYTES]
+        if cut < start_records_end {
+            // Segments are created whole (header and start records in a temporary file,
+            // fdatasync, rename), so a short header or damaged start records are damage,
+            // not a torn write; and without its start records the newest segment cannot
+            // vouch, with its seal, for the end of the segment before. (Zeroing bytes that
+            // were zero changes nothing: the header's reserved bytes, a trailing zero.)
+            let start_changed = !preallocate
+                || template_bytes[cut as usize..start_records_end as usize]
                     .iter()
                     .any(|&byte| byte != 0);
-            if header_changed {
+            if start_changed {
                 assert!(matches!(opened, Err(Error::Corruption { .. })), "{context}");
-            } else {
-                assert!(opened.is_ok(), "{context}");
+                continue;
             }
-            continue;
         }
         let (mut wal, recovered) = opened.unwrap_or_else(|error| panic!("{context}: {error}"));
         let survivors = ends
@@ -363,6 +365,31 @@ fn cases() -> Vec<Case> {
             expected: Expected::Corruption { segment: 0 },
         },
         Case {
+            // Reads as unwritten space: only the next segment's seal shows it is lost.
+            name: "last batch of a sealed segment zeroed",
+            damage: |paths| {
+                let boundaries = batch_boundaries(&paths[0]);
+                let (start, end) = (
+                    boundaries[boundaries.len() - 2],
+                    boundaries[boundaries.len() - 1],
+                );
+                edit(&paths[0], |bytes| {
+                    bytes[start as usize..end as usize].fill(0)
+                });
+            },
+            expected: Expected::Corruption { segment: 0 },
+        },
+        Case {
+            name: "start records of a sealed segment zeroed",
+            damage: |paths| {
+                let start_records_end = batch_boundaries(&paths[1])[1] as usize;
+                edit(&paths[1], |bytes| {
+                    bytes[SEGMENT_HEADER_BYTES..start_records_end].fill(0)
+                });
+            },
+            expected: Expected::Corruption { segment: 1 },
+        },
+        Case {
             name: "missing middle segment",
             damage: |paths| std::fs::remove_file(&paths[1]).unwrap(),
             expected: Expected::Corruption { segment: 1 },
@@ -493,4 +520,155 @@ fn corruption_error_names_file_offset_and_indexes() {
     assert!(text.contains(&paths[0].display().to_string()), "{text}");
     assert!(text.contains(&format!("byte offset {at}")), "{text}");
     assert!(text.contains("log indexes"), "{text}");
+}
+
+/// The review's case: a follower overwrites a conflicting suffix with as many entries of a
+/// newer term, acknowledges it, and rotates; later that batch reads back as zeros. The
+/// sealed segment then still ends at the same index, so only the seal in the next segment
+/// shows that records were lost (before seals, replay returned the old, uncommitted
+/// entries as if nothing had happened).
+#[test]
+fn a_sealed_segment_that_lost_an_overwrite_of_equal_length_is_corruption() {
+    for preallocate in MODES {
+        let temp = tempfile::tempdir().unwrap();
+        let options = Options {
+            segment_bytes_max: 4096,
+            preallocate,
+            ..Options::default()
+        };
+        let entry = |index, term| Entry {
+            index,
+            term,
+            command: vec![term as u8; 8],
+        };
+        let (mut wal, _) = Wal::open(temp.path(), options.clone()).unwrap();
+        for index in 1..=10 {
+            wal.save(None, &[entry(index, 1)]).unwrap();
+        }
+        let before = wal.segments()[0].bytes;
+        let state = |commit| HardState {
+            term: 2,
+            vote: Some("n2".to_string()),
+            commit,
+        };
+        let overwrite: Vec<Entry> = (5..=10).map(|index| entry(index, 2)).collect();
+        wal.save(Some(&state(4)), &overwrite).unwrap();
+        let after = wal.segments()[0].bytes;
+        let big = Entry {
+            index: 11,
+            term: 2,
+            command: vec![7; 4000],
+        };
+        wal.save(Some(&state(10)), &[big]).unwrap();
+        assert_eq!(wal.segments().len(), 2, "rotated");
+        let sealed = wal.segments()[0].path.clone();
+        drop(wal);
+        edit(&sealed, |bytes| {
+            bytes[before as usize..after as usize].fill(0)
+        });
+        let context = format!("preallocate {preallocate}");
+        match Wal::open(temp.path(), options) {
+            Err(Error::Corruption {
+                file,
+                offset,
+                detail,
+                ..
+            }) => {
+                assert_eq!(file, sealed, "{context}: {detail}");
+                assert_eq!(offset, before, "{context}: {detail}");
+                assert!(detail.contains("lost records"), "{context}: {detail}");
+            }
+            other => panic!(
+                "{context}: expected corruption, got {:?}",
+                other.map(|(_, r)| r
+                    .entries
+                    .iter()
+                    .map(|e| (e.index, e.term))
+                    .collect::<Vec<_>>())
+            ),
+        }
+        let report = kvstore::wal::verify(temp.path()).unwrap();
+        let damage = report.corruption.expect("verify reports it too");
+        assert_eq!((damage.file, damage.offset), (sealed, before), "{context}");
+    }
+}
+
+/// Rewrites every segment in `dir` as format version 1 wrote it: version 1 in the header
+/// (CRC recomputed) and no seal in the start records.
+fn downgrade_to_version_1(dir: &Path, preallocate: bool) {
+    for path in segment_paths(dir) {
+        edit(&path, |bytes| {
+            bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+            let crc = crc32fast::hash(&bytes[0..32]);
+            bytes[32..36].copy_from_slice(&crc.to_le_bytes());
+            let frame = format::decode_frame(&bytes[SEGMENT_HEADER_BYTES..]).unwrap();
+            if matches!(frame.record, RecordRef::Seal(_)) {
+                let length = bytes.len();
+                bytes.drain(SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + frame.frame_bytes);
+                // A preallocated file keeps its length; a growing one ends at its records.
+                if preallocate {
+                    bytes.resize(length, 0);
+                }
+            }
+        });
+    }
+}
+
+/// A log written before seals (segment version 1) opens as it did, takes new writes in
+/// version 2 segments whose seals vouch for the version 1 segment before them, and a lost
+/// batch in that sealed version 1 segment is then caught.
+#[test]
+fn version_1_segments_still_open_and_the_next_seal_checks_them() {
+    for preallocate in MODES {
+        let temp = tempfile::tempdir().unwrap();
+        let batches = workload();
+        write_log(temp.path(), &batches, preallocate);
+        downgrade_to_version_1(temp.path(), preallocate);
+        let old = segment_paths(temp.path());
+        assert!(old.len() >= 3);
+        let context = format!("preallocate {preallocate}");
+        let (mut wal, recovered) = Wal::open(temp.path(), options(preallocate))
+            .unwrap_or_else(|error| panic!("{context}: {error}"));
+        let model = model_after(&batches, batches.len());
+        assert_eq!(recovered.entries, model.entries, "{context}");
+        assert_eq!(recovered.hard_state, model.hard_state, "{context}");
+        assert_eq!(recovered.repaired, None, "{context}");
+        // Enough new entries to rotate out of the newest version 1 segment.
+        let mut last = wal.last_index();
+        while wal.segments().len() == old.len() {
+            last += 1;
+            let entry = Entry {
+                index: last,
+                term: wal.last_term(),
+                command: vec![b'n'; 40],
+            };
+            wal.save(None, &[entry]).unwrap();
+        }
+        drop(wal);
+        let (wal, _) = Wal::open(temp.path(), options(preallocate))
+            .unwrap_or_else(|error| panic!("{context}: reopen: {error}"));
+        assert_eq!(wal.last_index(), last, "{context}");
+        drop(wal);
+        // The newest version 1 segment is sealed now: losing its last batch is caught.
+        let sealed = old.last().unwrap();
+        let boundaries = batch_boundaries(sealed);
+        let (start, end) = (
+            boundaries[boundaries.len() - 2],
+            boundaries[boundaries.len() - 1],
+        );
+        edit(sealed, |bytes| bytes[start as usize..end as usize].fill(0));
+        match Wal::open(temp.path(), options(preallocate)) {
+            Err(Error::Corruption { file, detail, .. }) => {
+                assert_eq!(&file, sealed, "{context}: {detail}");
+            }
+            other => panic!(
+                "{context}: expected corruption, got {:?}",
+                other.map(|(_, r)| r
+                    .entries
+                    .iter()
+                    .map(|e| (e.index, e.term))
+                    .collect::<Vec<_>>())
+            ),
+        }
+    }
 }
