@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use kvstore::datadir::{DataDir, SNAPSHOT_DIR, WAL_DIR};
 use kvstore::raft::{Entry, Index};
 use kvstore::snapshot::{self, SnapshotInfo, format::parse_snapshot_file_name};
+use kvstore::store::{Command as StoreCommand, Condition};
 use kvstore::wal::{self, Options, VerifyReport, Wal};
 
 /// How many entries `entries` prints when `--to` is not given: enough to look around,
@@ -313,27 +314,98 @@ fn entries(
     Ok(ExitCode::SUCCESS)
 }
 
+/// An entry as JSON: index, term, the command's size and description, and, decoded as the
+/// store decodes it, `op` (`noop`, `put`, `delete`, or `unknown` for bytes that are not a
+/// store command), `key`, `value_bytes`, `value_utf8_lossy` and `condition`.
 fn entry_json(entry: &Entry) -> serde_json::Value {
-    serde_json::json!({
+    let mut row = serde_json::json!({
         "index": entry.index,
         "term": entry.term,
         "command_bytes": entry.command.len(),
         "command": describe_command(&entry.command),
-        "command_utf8_lossy": String::from_utf8_lossy(&entry.command),
-    })
+    });
+    let decoded = match StoreCommand::decode(&entry.command) {
+        _ if entry.command.is_empty() => serde_json::json!({ "op": "noop" }),
+        Ok(StoreCommand::Put {
+            key,
+            value,
+            condition,
+        }) => serde_json::json!({
+            "op": "put",
+            "key": key,
+            "value_bytes": value.len(),
+            "value_utf8_lossy": String::from_utf8_lossy(&value),
+            "condition": condition_json(condition),
+        }),
+        Ok(StoreCommand::Delete { key, condition }) => serde_json::json!({
+            "op": "delete",
+            "key": key,
+            "condition": condition_json(condition),
+        }),
+        Err(_) => serde_json::json!({
+            "op": "unknown",
+            "command_utf8_lossy": String::from_utf8_lossy(&entry.command),
+        }),
+    };
+    if let (Some(row), serde_json::Value::Object(decoded)) = (row.as_object_mut(), decoded) {
+        row.extend(decoded);
+    }
+    row
 }
 
-/// A readable one-line description of a state-machine command. The command format
-/// belongs to the store (`src/store`); until it exists this shows the length and a UTF-8
-/// (lossy, escaped) preview. Swap in the store's decoder here later.
+fn condition_json(condition: Condition) -> serde_json::Value {
+    match condition {
+        Condition::None => serde_json::Value::Null,
+        Condition::Revision(revision) => serde_json::json!({ "ifMatch": revision }),
+        Condition::Present => serde_json::json!({ "ifMatch": "*" }),
+        Condition::Absent => serde_json::json!({ "ifNoneMatch": "*" }),
+    }
+}
+
+/// A readable one-line description of a log entry's command, decoded as the store applies
+/// it: `put "k" = 5 bytes "value" if-match "7"`, `delete "k"`. Bytes that are not a store
+/// command (the store skips them) show as their length and a lossy UTF-8 preview.
 fn describe_command(command: &[u8]) -> String {
     if command.is_empty() {
         return "(empty: no-op entry)".to_string();
     }
-    let text = String::from_utf8_lossy(command);
+    match StoreCommand::decode(command) {
+        Ok(StoreCommand::Put {
+            key,
+            value,
+            condition,
+        }) => format!(
+            "put {key:?} = {} bytes {:?}{}",
+            value.len(),
+            preview(&value),
+            describe_condition(condition)
+        ),
+        Ok(StoreCommand::Delete { key, condition }) => {
+            format!("delete {key:?}{}", describe_condition(condition))
+        }
+        Err(_) => format!(
+            "{} bytes, not a store command: {:?}",
+            command.len(),
+            preview(command)
+        ),
+    }
+}
+
+fn describe_condition(condition: Condition) -> String {
+    match condition {
+        Condition::None => String::new(),
+        Condition::Revision(revision) => format!(" if-match \"{revision}\""),
+        Condition::Present => " if-match *".to_string(),
+        Condition::Absent => " if-none-match *".to_string(),
+    }
+}
+
+/// The first [`PREVIEW_CHARS_MAX`] characters of `bytes` as lossy UTF-8.
+fn preview(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
     let mut preview: String = text.chars().take(PREVIEW_CHARS_MAX).collect();
     if text.chars().count() > PREVIEW_CHARS_MAX {
         preview.push_str("...");
     }
-    format!("{} bytes {:?}", command.len(), preview)
+    preview
 }

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use kvstore::datadir::{DataDir, Identity};
 use kvstore::raft::{Entry, HardState, SnapshotMeta};
 use kvstore::snapshot::SnapshotDir;
+use kvstore::store::{Command as StoreCommand, Condition};
 use kvstore::wal::{Options, Wal};
 
 fn kvinspect(data_dir: &Path, args: &[&str]) -> Output {
@@ -44,7 +45,30 @@ fn populated(path: &Path) -> DataDir {
     };
     wal.save(Some(&state), &[]).unwrap();
     for index in 1..=30u64 {
-        let command = format!("put key{index}=value{index}").into_bytes();
+        let key = format!("key{index}");
+        let command = match index {
+            // A new leader's no-op, a conditional delete, a create-only put, and bytes that
+            // are no store command at all; the rest plain puts.
+            1 => Vec::new(),
+            7 => StoreCommand::Delete {
+                key,
+                condition: Condition::Revision(5),
+            }
+            .encode(),
+            8 => StoreCommand::Put {
+                key,
+                value: b"eight".to_vec(),
+                condition: Condition::Absent,
+            }
+            .encode(),
+            9 => b"\xffnot a command".to_vec(),
+            _ => StoreCommand::Put {
+                key,
+                value: format!("value{index}").into_bytes(),
+                condition: Condition::None,
+            }
+            .encode(),
+        };
         wal.save(
             None,
             &[Entry {
@@ -125,7 +149,20 @@ fn entries_as_text_and_json() {
     assert!(output.status.success(), "{output:?}");
     let text = stdout(&output);
     assert_eq!(text.lines().count(), 3);
-    assert!(text.contains("\"put key3=value3\""), "{text}");
+    assert!(text.contains(r#"put "key3" = 6 bytes "value3""#), "{text}");
+    let output = kvinspect(temp.path(), &["entries", "--from", "1", "--to", "9"]);
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].ends_with("(empty: no-op entry)"), "{text}");
+    assert!(
+        lines[6].ends_with(r#"delete "key7" if-match "5""#),
+        "{text}"
+    );
+    assert!(
+        lines[7].ends_with(r#"put "key8" = 5 bytes "eight" if-none-match *"#),
+        "{text}"
+    );
+    assert!(lines[8].contains("14 bytes, not a store command"), "{text}");
     let output = kvinspect(
         temp.path(),
         &["entries", "--from", "29", "--to", "30", "--json"],
@@ -133,8 +170,21 @@ fn entries_as_text_and_json() {
     let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(rows[0]["index"], 29);
     assert_eq!(rows[1]["term"], 4);
-    assert_eq!(rows[1]["command_utf8_lossy"], "put key30=value30");
-    assert_eq!(rows[1]["command_bytes"], 17);
+    assert_eq!(rows[1]["op"], "put");
+    assert_eq!(rows[1]["key"], "key30");
+    assert_eq!(rows[1]["value_utf8_lossy"], "value30");
+    assert_eq!(rows[1]["value_bytes"], 7);
+    assert_eq!(rows[1]["condition"], serde_json::Value::Null);
+    assert_eq!(rows[1]["command_bytes"], 16);
+    let output = kvinspect(
+        temp.path(),
+        &["entries", "--from", "7", "--to", "9", "--json"],
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rows[0]["op"], "delete");
+    assert_eq!(rows[0]["condition"]["ifMatch"], 5);
+    assert_eq!(rows[1]["condition"]["ifNoneMatch"], "*");
+    assert_eq!(rows[2]["op"], "unknown");
 }
 
 #[test]
