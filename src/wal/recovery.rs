@@ -85,16 +85,67 @@ impl ReplayState {
             .map(|location| location.term)
     }
 
-    /// Where the log stands, as a seal of the segment that holds its end records.
-    fn seal(&self, segment: &SegmentMeta) -> Seal {
-        Seal {
+    /// How replay found `segment` (just scanned) to end, for its successor's seal.
+    fn sealed_end(&self, segment: &SegmentMeta) -> SealedEnd {
+        SealedEnd {
             sequence: segment.sequence,
             bytes: segment.bytes,
             last_index: self.last_index(),
-            last_term: self.term(self.last_index()).unwrap_or(0),
+            last_term: self.term(self.last_index()),
+            file: segment.path.clone(),
         }
     }
+}
 
+/// How replay found a sealed segment to end: what its successor's [`Seal`] must say.
+#[derive(Clone, Debug)]
+struct SealedEnd {
+    sequence: u64,
+    bytes: u64,
+    last_index: Index,
+    /// `None` where replay cannot know it: the oldest segment on disk holds no entries and
+    /// no base names the index before it (a crash while a snapshot install was dropping the
+    /// segments before it leaves such a segment first).
+    last_term: Option<Term>,
+    file: PathBuf,
+}
+
+impl SealedEnd {
+    fn matches(&self, seal: &Seal) -> bool {
+        seal.sequence == self.sequence
+            && seal.bytes == self.bytes
+            && seal.last_index == self.last_index
+            && self.last_term.is_none_or(|term| term == seal.last_term)
+    }
+
+    /// Why `seal` does not match, for an operator: what it says, what replay found.
+    fn mismatch(&self, seal: &Seal, successor: &Path) -> String {
+        let term = self
+            .last_term
+            .map_or_else(|| "unknown".to_string(), |term| term.to_string());
+        let what = if seal.bytes > self.bytes {
+            format!(
+                "sealed segment lost records ({} bytes of them)",
+                seal.bytes - self.bytes
+            )
+        } else {
+            "sealed segment does not match its seal".to_string()
+        };
+        format!(
+            "{what}: {} says segment {} ended at byte {} with index {} (term {}), but its \
+             records end at byte {} with index {} (term {term})",
+            successor.display(),
+            seal.sequence,
+            seal.bytes,
+            seal.last_index,
+            seal.last_term,
+            self.bytes,
+            self.last_index,
+        )
+    }
+}
+
+impl ReplayState {
     /// Applies one record; `Err(detail)` if it cannot follow the log replayed so far.
     pub(crate) fn apply_record(
         &mut self,
@@ -263,7 +314,7 @@ pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, collect: bool) -> Result<R
     let mut torn = None;
     let count = segments.len();
     // How the segment before the current one ended, as its successor's seal must say.
-    let mut sealed: Option<(Seal, PathBuf)> = None;
+    let mut sealed: Option<SealedEnd> = None;
     for position in 0..count {
         let next_first_index = segments.get(position + 1).map(|next| next.first_index);
         let segment = &mut segments[position];
@@ -285,7 +336,7 @@ pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, collect: bool) -> Result<R
         let (torn_tail, end) = scan.run(&mut state)?;
         torn = torn_tail;
         segment.bytes = end as u64;
-        sealed = Some((state.seal(segment), segment.path.clone()));
+        sealed = Some(state.sealed_end(segment));
         if let Some(next) = segments.get(position + 1) {
             check_sequence(&segments[position], next, &state)?;
         }
@@ -399,9 +450,9 @@ struct SegmentScan<'a> {
     segment: &'a SegmentMeta,
     newest: bool,
     next_first_index: Option<Index>,
-    /// What this segment's seal must say, and the sealed segment's file: set when the
-    /// segment has a seal (version 2 on) and its predecessor was replayed.
-    sealed: Option<(Seal, PathBuf)>,
+    /// What this segment's seal must say: set when the segment has a seal (version 2 on)
+    /// and its predecessor was replayed.
+    sealed: Option<SealedEnd>,
 }
 
 /// A record of the batch being read, applied only when its batch ends.
@@ -413,7 +464,7 @@ impl<'a> SegmentScan<'a> {
     /// zeroed space begins, or the end of the file).
     fn run(&self, state: &mut ReplayState) -> Result<(Option<TornTail>, usize)> {
         let scanned = self.scan(state)?;
-        if let Some((expected, _)) = &self.sealed
+        if let Some(expected) = &self.sealed
             && scanned.1 <= SEGMENT_HEADER_BYTES
         {
             // Not even the start records survived: nothing vouches for the segment before.
@@ -422,8 +473,11 @@ impl<'a> SegmentScan<'a> {
                 SEGMENT_HEADER_BYTES as u64,
                 None,
                 format!(
-                    "the start records, with the seal of segment {}, are missing",
-                    expected.sequence
+                    "the start records, with the seal of segment {} ({}, replayed to index \
+                     {}), are missing",
+                    expected.sequence,
+                    expected.file.display(),
+                    expected.last_index
                 ),
             ));
         }
@@ -500,35 +554,20 @@ impl<'a> SegmentScan<'a> {
                 None,
                 "a seal record outside the segment's start records".to_string(),
             )),
-            (Some((found, _)), Some((expected, file))) if found != *expected => {
-                let lost = (found.last_index != expected.last_index).then(|| {
-                    (
-                        found.last_index.min(expected.last_index) + 1,
-                        found.last_index.max(expected.last_index),
-                    )
-                });
+            (Some((found, _)), Some(expected)) if !expected.matches(&found) => {
+                // The entries the sealed segment should end with, where that is known: from
+                // the replayed last index (the log may have ended higher, or been
+                // overwritten at the same length) to the seal's.
+                let affected = (expected.last_index + 1).min(found.last_index)
+                    ..=found.last_index.max(expected.last_index);
                 Err(corruption(
-                    file,
+                    &expected.file,
                     expected.bytes,
-                    lost,
-                    format!(
-                        "sealed segment lost records: {} says segment {} ended at byte {} \
-                         with index {} (term {}), but its records end at byte {} with index \
-                         {} (term {})",
-                        self.segment.path.display(),
-                        found.sequence,
-                        found.bytes,
-                        found.last_index,
-                        found.last_term,
-                        expected.bytes,
-                        expected.last_index,
-                        expected.last_term
-                    ),
+                    Some((*affected.start(), *affected.end())),
+                    expected.mismatch(&found, &self.segment.path),
                 ))
             }
-            (Some(_), Some((expected, _)))
-                if self.segment.first_index != expected.last_index + 1 =>
-            {
+            (Some(_), Some(expected)) if self.segment.first_index != expected.last_index + 1 => {
                 Err(corruption(
                     &self.segment.path,
                     0,
@@ -542,13 +581,15 @@ impl<'a> SegmentScan<'a> {
                     ),
                 ))
             }
-            (None, Some((expected, _))) if first => Err(corruption(
+            (None, Some(expected)) if first => Err(corruption(
                 &self.segment.path,
                 SEGMENT_HEADER_BYTES as u64,
                 None,
                 format!(
-                    "the start records lack the seal of segment {}",
-                    expected.sequence
+                    "the start records lack the seal of segment {} ({}, replayed to index {})",
+                    expected.sequence,
+                    expected.file.display(),
+                    expected.last_index
                 ),
             )),
             _ => Ok(()),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use kvstore::Error;
 use kvstore::raft::{Entry, HardState};
 use kvstore::wal::format::{self, SEGMENT_HEADER_BYTES};
-use kvstore::wal::{Options, RecordRef, Wal};
+use kvstore::wal::{Options, Record, RecordRef, Wal};
 
 fn options(preallocate: bool) -> Options {
     Options {
@@ -669,6 +669,148 @@ fn version_1_segments_still_open_and_the_next_seal_checks_them() {
                     .map(|e| (e.index, e.term))
                     .collect::<Vec<_>>())
             ),
+        }
+    }
+}
+
+/// The review's false alarm: segments holding only hard states (a node campaigning through
+/// many terms) start at the same index as the segment after them. A crash while a snapshot
+/// install drops the segments before its `Reset` can leave such a segment oldest on disk,
+/// where replay cannot know the term of the index before it; its successor's seal names
+/// that term, and must not be called a mismatch for it.
+#[test]
+fn a_crash_in_a_snapshot_install_leaving_an_entryless_oldest_segment_opens() {
+    for preallocate in MODES {
+        let temp = tempfile::tempdir().unwrap();
+        let options = Options {
+            segment_bytes_max: 512,
+            preallocate,
+            ..Options::default()
+        };
+        let (mut wal, _) = Wal::open(temp.path(), options.clone()).unwrap();
+        let mut index = 0;
+        while wal.segments().len() < 2 {
+            index += 1;
+            let entry = Entry {
+                index,
+                term: 3,
+                command: vec![b'x'; 40],
+            };
+            wal.save(None, &[entry]).unwrap();
+        }
+        let mut term = 3;
+        while wal.segments().len() < 4 {
+            term += 1;
+            let state = HardState {
+                term,
+                vote: Some("n1".to_string()),
+                commit: 0,
+            };
+            wal.save(Some(&state), &[]).unwrap();
+        }
+        wal.append(&[Record::Reset { index: 100, term }]).unwrap();
+        drop(wal);
+        let paths = segment_paths(temp.path());
+        assert_eq!(
+            paths.len(),
+            4,
+            "the reset is durable, no segment dropped yet"
+        );
+        // The crash: the first two segments dropped, the third not yet.
+        std::fs::remove_file(&paths[0]).unwrap();
+        std::fs::remove_file(&paths[1]).unwrap();
+        let context = format!("preallocate {preallocate}");
+        let (_, recovered) =
+            Wal::open(temp.path(), options).unwrap_or_else(|error| panic!("{context}: {error}"));
+        assert_eq!(recovered.base, Some((100, term)), "{context}");
+        assert!(recovered.entries.is_empty(), "{context}");
+        assert!(
+            kvstore::wal::verify(temp.path()).unwrap().is_clean(),
+            "{context}"
+        );
+    }
+}
+
+/// The start records' frame holding the seal, in the segment at `path`.
+fn seal_frame(path: &Path) -> (kvstore::wal::format::Seal, usize) {
+    let bytes = std::fs::read(path).unwrap();
+    let frame = format::decode_frame(&bytes[SEGMENT_HEADER_BYTES..]).unwrap();
+    match frame.record {
+        RecordRef::Seal(seal) => (seal, frame.frame_bytes),
+        other => panic!("the first start record is {other:?}"),
+    }
+}
+
+/// A seal that disagrees only in its term, a seal outside the start records, and start
+/// records without their seal: each is corruption, named where the damage is.
+#[test]
+fn seals_that_disagree_are_misplaced_or_missing_are_corruption() {
+    for preallocate in MODES {
+        let template = tempfile::tempdir().unwrap();
+        write_log(template.path(), &workload(), preallocate);
+        type Damage = fn(&[PathBuf]);
+        let cases: [(&str, Damage, usize, &str); 3] = [
+            (
+                "term only",
+                |paths| {
+                    let (mut seal, frame_bytes) = seal_frame(&paths[1]);
+                    seal.last_term += 1;
+                    let mut frame = Vec::new();
+                    format::encode_record(&RecordRef::Seal(seal), false, &mut frame).unwrap();
+                    assert_eq!(frame.len(), frame_bytes);
+                    edit(&paths[1], |bytes| {
+                        bytes[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + frame_bytes]
+                            .copy_from_slice(&frame)
+                    });
+                },
+                0,
+                "does not match its seal",
+            ),
+            (
+                "outside the start records",
+                |paths| {
+                    let newest = paths.last().unwrap();
+                    let (seal, _) = seal_frame(newest);
+                    let mut frame = Vec::new();
+                    format::encode_record(&RecordRef::Seal(seal), true, &mut frame).unwrap();
+                    let end = *batch_boundaries(newest).last().unwrap() as usize;
+                    edit(newest, |bytes| {
+                        bytes.resize(bytes.len().max(end + frame.len()), 0);
+                        bytes[end..end + frame.len()].copy_from_slice(&frame);
+                    });
+                },
+                usize::MAX,
+                "outside the segment's start records",
+            ),
+            (
+                "missing from the start records",
+                |paths| {
+                    let (_, frame_bytes) = seal_frame(&paths[1]);
+                    edit(&paths[1], |bytes| {
+                        bytes.drain(SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + frame_bytes);
+                    });
+                },
+                1,
+                "lack the seal of segment 1",
+            ),
+        ];
+        for (name, damage, segment, needle) in cases {
+            let temp = tempfile::tempdir().unwrap();
+            copy_dir(template.path(), temp.path());
+            let paths = segment_paths(temp.path());
+            damage(&paths);
+            let wanted = paths.get(segment).unwrap_or_else(|| paths.last().unwrap());
+            let context = format!("{name}, preallocate {preallocate}");
+            match Wal::open(temp.path(), options(preallocate)) {
+                Err(Error::Corruption { file, detail, .. }) => {
+                    assert_eq!(&file, wanted, "{context}: {detail}");
+                    assert!(detail.contains(needle), "{context}: {detail}");
+                }
+                other => panic!(
+                    "{context}: expected corruption, got {:?}",
+                    other.map(|(_, r)| r.entries.len())
+                ),
+            }
         }
     }
 }
