@@ -2,7 +2,8 @@
 //! [`FileSystem`], so tests can fail any of them on demand ([`FaultyFs`]).
 //!
 //! Reads go through it too ([`FileSystem::read`]), which maps a segment with memmap2 in
-//! [`StdFs`].
+//! [`StdFs`], or copies it ([`FileSystem::read_copy`]) for readers without the data
+//! directory lock.
 
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
@@ -57,6 +58,14 @@ pub trait FileSystem: Send + Sync + Debug {
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn WalFile>>;
     /// The whole content of a file (memory-mapped where possible).
     fn read(&self, path: &Path) -> io::Result<FileBytes>;
+    /// The whole content of a file, copied into memory: for readers that do not hold the
+    /// data directory lock (read-only opening, [`crate::wal::verify`]: kvinspect next to a
+    /// live node), where the node may shrink a file while it is read (the gradual deletion
+    /// of a dropped segment, a torn-tail repair at start). A map of it would fault
+    /// (SIGBUS); a copy just ends early, and replay says so or starts over.
+    fn read_copy(&self, path: &Path) -> io::Result<FileBytes> {
+        self.read(path)
+    }
     /// Renames a file (atomic within a directory).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Deletes a file.
@@ -197,11 +206,13 @@ impl FileSystem for StdFs {
         // SAFETY: the WAL maps only its own segment files and never changes a mapped
         // region while its map is alive: a segment is mapped during replay, and truncated
         // (torn-tail repair) only after that map is dropped. Other kvstore processes that
-        // write are kept out by the data directory lock. A read-only reader (kvinspect)
-        // running while a node *starts* could see a segment shrink under its map and get
-        // SIGBUS: a crash of the inspector, never damage to the log (see caveats).
+        // write are kept out by the data directory lock; readers without it (read-only
+        // opening, verify) use `read_copy`, never a map.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(Box::new(Mapped { map: Some(map) }))
+    }
+    fn read_copy(&self, path: &Path) -> io::Result<FileBytes> {
+        Ok(Box::new(std::fs::read(path)?))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
@@ -242,6 +253,9 @@ pub struct Faults {
     pub syncs: u64,
     /// Count of `append` calls that succeeded.
     pub writes: u64,
+    /// Before the next whole-file read, rename this file (from, to): what a live node
+    /// dropping a segment does to a reader without the lock.
+    pub rename_before_next_read: Option<(PathBuf, PathBuf)>,
 }
 
 /// A [`FileSystem`] for tests that delegates to [`StdFs`] but fails operations on demand.
@@ -263,6 +277,13 @@ impl FaultyFs {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         change(&mut faults)
+    }
+
+    fn rename_armed(&self) -> io::Result<()> {
+        match self.with_faults(|faults| faults.rename_before_next_read.take()) {
+            Some((from, to)) => StdFs.rename(&from, &to),
+            None => Ok(()),
+        }
     }
 
     fn wrap(&self, inner: Box<dyn WalFile>, path: &Path) -> Box<dyn WalFile> {
@@ -352,7 +373,12 @@ impl FileSystem for FaultyFs {
         StdFs.open_read(path)
     }
     fn read(&self, path: &Path) -> io::Result<FileBytes> {
+        self.rename_armed()?;
         StdFs.read(path)
+    }
+    fn read_copy(&self, path: &Path) -> io::Result<FileBytes> {
+        self.rename_armed()?;
+        StdFs.read_copy(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         StdFs.rename(from, to)

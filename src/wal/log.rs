@@ -103,7 +103,11 @@ impl Wal {
             fs.create_dir_all(dir)
                 .map_err(|error| Error::io("create directory", dir, error))?;
         }
-        let replayed = recovery::replay(fs.as_ref(), dir, true)?;
+        let replayed = if options.read_only {
+            recovery::replay_unlocked(fs.as_ref(), dir, true)?
+        } else {
+            recovery::replay(fs.as_ref(), dir, true)?
+        };
         let options_segment_bytes = options.segment_bytes_max;
         let mut state = replayed.state;
         let entries = state.entries.take().unwrap_or_default();

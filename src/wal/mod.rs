@@ -198,7 +198,10 @@
 //!    lost segment: corruption.
 //!
 //! Read-only opening ([`Options::read_only`], and [`verify`]) does steps 2-4 and 6 but
-//! never deletes, repairs or creates anything.
+//! never deletes, repairs or creates anything. It does not take the data directory lock
+//! (kvinspect runs next to a live node), so it copies segments instead of mapping them (a
+//! node may shrink a dropped segment under a map: SIGBUS), and a replay that fails while
+//! the segment list changed under it starts over, up to five times.
 //!
 //! # ASSUMPTIONS about the disk
 //!
@@ -372,7 +375,7 @@ impl VerifyReport {
 /// Damage is reported in the result; `Err` only for I/O errors (e.g. no such directory).
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
     let file_system = fs::StdFs;
-    match recovery::replay(&file_system, dir, false) {
+    match recovery::replay_unlocked(&file_system, dir, false) {
         Ok(replayed) => Ok(VerifyReport {
             segments: replayed.segments,
             hard_state: Some(replayed.state.hard_state.clone()),

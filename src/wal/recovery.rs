@@ -303,9 +303,45 @@ fn corruption(
     }
 }
 
+/// How many times a reader without the directory lock replays a directory whose segment
+/// list keeps changing under it before it reports what went wrong.
+pub(crate) const UNLOCKED_REPLAY_ATTEMPTS: u32 = 5;
+
+/// [`replay`] for a reader that does not hold the data directory lock (read-only opening
+/// and [`crate::wal::verify`], e.g. kvinspect next to a live node): segments are copied,
+/// not mapped, and a replay that fails while the segment list changed under it (the node
+/// rotated, compacted or dropped segments for a snapshot install) starts over, up to
+/// [`UNLOCKED_REPLAY_ATTEMPTS`] times. A failure on a list that held still is reported.
+pub(crate) fn replay_unlocked(fs: &dyn FileSystem, dir: &Path, collect: bool) -> Result<Replayed> {
+    let names = |fs: &dyn FileSystem| {
+        list_segments(fs, dir).map(|(segments, _)| {
+            segments
+                .into_iter()
+                .map(|segment| segment.path)
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut attempt = 1;
+    loop {
+        let before = names(fs)?;
+        match replay_with(fs, dir, collect, true) {
+            Ok(replayed) => return Ok(replayed),
+            Err(error) if attempt < UNLOCKED_REPLAY_ATTEMPTS && names(fs)? != before => {
+                tracing::debug!(%error, attempt, "segments changed during replay; again");
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Replays every segment of `dir`. Corruption is an `Err`; a torn tail is returned, not
 /// repaired (the caller repairs it after the maps are dropped).
 pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, collect: bool) -> Result<Replayed> {
+    replay_with(fs, dir, collect, false)
+}
+
+fn replay_with(fs: &dyn FileSystem, dir: &Path, collect: bool, copy: bool) -> Result<Replayed> {
     let (mut segments, temporaries) = list_segments(fs, dir)?;
     let mut state = ReplayState {
         entries: collect.then(Vec::new),
@@ -318,9 +354,12 @@ pub(crate) fn replay(fs: &dyn FileSystem, dir: &Path, collect: bool) -> Result<R
     for position in 0..count {
         let next_first_index = segments.get(position + 1).map(|next| next.first_index);
         let segment = &mut segments[position];
-        let bytes = fs
-            .read(&segment.path)
-            .map_err(|error| Error::io("read segment", &segment.path, error))?;
+        let bytes = if copy {
+            fs.read_copy(&segment.path)
+        } else {
+            fs.read(&segment.path)
+        }
+        .map_err(|error| Error::io("read segment", &segment.path, error))?;
         let version = check_header(&bytes, segment, sealed.is_some(), &state)?;
         if position == 0 {
             state.start = segment.first_index.saturating_sub(1);

@@ -367,3 +367,35 @@ fn crash_between_truncation_record_and_segment_deletion() {
         (91, 90, 4)
     );
 }
+
+/// kvinspect opens read-only next to a live node, without the lock: the node may drop a
+/// segment (compaction) between the reader's listing and its read. The reader starts over
+/// on the new list instead of failing with the vanished file.
+#[test]
+fn a_read_only_open_starts_over_when_a_segment_is_dropped_under_it() {
+    let temp = tempfile::tempdir().unwrap();
+    {
+        let mut wal = filled(temp.path(), 60);
+        // The compaction record alone, as if the node had not yet dropped the segments.
+        wal.append(&[Record::Compact { index: 40, term: 1 }])
+            .unwrap();
+    }
+    let oldest = oldest_segment(temp.path());
+    let mut dead = oldest.clone().into_os_string();
+    dead.push(".dead.tmp");
+    let file_system = FaultyFs::new();
+    file_system.with_faults(|faults| {
+        faults.rename_before_next_read = Some((oldest.clone(), dead.into()));
+    });
+    let options = Options {
+        read_only: true,
+        file_system: std::sync::Arc::new(file_system.clone()),
+        ..small_segments()
+    };
+    let (_, recovered) = reopen(temp.path(), options);
+    assert!(!oldest.exists(), "the node dropped it during the read");
+    assert_eq!(
+        (recovered.base, recovered.entries),
+        (Some((40, 1)), entries(41, 60, 1))
+    );
+}
