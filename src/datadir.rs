@@ -80,13 +80,33 @@ fn refuse(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Creates `path` and its missing parents, then fsyncs the parent of each directory it
+/// created (the new entry is durable only then), so a first boot's data directory survives
+/// a crash together with what is written into it.
+fn create_dir_durably(path: &Path) -> Result<()> {
+    let mut created = Vec::new();
+    let mut missing = Some(path);
+    while let Some(dir) = missing.filter(|dir| !dir.as_os_str().is_empty() && !dir.exists()) {
+        created.push(dir);
+        missing = dir.parent();
+    }
+    std::fs::create_dir_all(path).map_err(|error| Error::io("create directory", path, error))?;
+    for dir in created.into_iter().rev() {
+        let parent = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 impl DataDir {
     /// Opens the data directory at `path` for `identity`, creating it if missing or empty.
     /// Refuses a directory locked by another process, one made for another node or
     /// cluster, and a non-empty directory that is not a kvstore data directory.
     pub fn open(path: &Path, identity: &Identity) -> Result<DataDir> {
-        std::fs::create_dir_all(path)
-            .map_err(|error| Error::io("create directory", path, error))?;
+        create_dir_durably(path)?;
         let existing = read_identity(path)?;
         if existing.is_none() {
             check_empty(path)?;
@@ -302,6 +322,14 @@ mod tests {
         assert_eq!(DataDir::inspect(&path).unwrap(), identity("n1"));
         drop(dir);
         DataDir::open(&path, &identity("n1")).unwrap();
+    }
+
+    #[test]
+    fn creates_missing_parents() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("a").join("b").join("n1");
+        DataDir::open(&path, &identity("n1")).unwrap();
+        assert_eq!(DataDir::inspect(&path).unwrap(), identity("n1"));
     }
 
     #[test]
