@@ -157,7 +157,9 @@ fn check_body_crc(path: &Path, layout: &Layout, computed: u32) -> Result<()> {
 }
 
 /// Every snapshot file in `dir`, newest (highest index, then term) first, each fully
-/// verified. Read-only; a missing directory holds no snapshots.
+/// verified. Read-only; a missing directory holds no snapshots. A file gone between the
+/// listing and its read (a live node pruned an old snapshot: kvinspect takes no lock) is
+/// left out, not reported as damaged.
 pub fn list_dir(dir: &Path) -> Result<Vec<Result<SnapshotInfo>>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -175,8 +177,16 @@ pub fn list_dir(dir: &Path) -> Result<Vec<Result<SnapshotInfo>>> {
     snapshots.sort_by(|a, b| b.cmp(a));
     Ok(snapshots
         .into_iter()
-        .map(|(_, _, path)| verify(&path))
+        .map(|(_, _, path)| (verify(&path), path))
+        .filter(|(verified, path)| {
+            !(is_not_found(verified) && std::fs::symlink_metadata(path).is_err())
+        })
+        .map(|(verified, _)| verified)
         .collect())
+}
+
+fn is_not_found(verified: &Result<SnapshotInfo>) -> bool {
+    matches!(verified, Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// A reader that feeds every byte it reads into a CRC.
