@@ -95,57 +95,7 @@ impl ReplayState {
             file: segment.path.clone(),
         }
     }
-}
 
-/// How replay found a sealed segment to end: what its successor's [`Seal`] must say.
-#[derive(Clone, Debug)]
-struct SealedEnd {
-    sequence: u64,
-    bytes: u64,
-    last_index: Index,
-    /// `None` where replay cannot know it: the oldest segment on disk holds no entries and
-    /// no base names the index before it (a crash while a snapshot install was dropping the
-    /// segments before it leaves such a segment first).
-    last_term: Option<Term>,
-    file: PathBuf,
-}
-
-impl SealedEnd {
-    fn matches(&self, seal: &Seal) -> bool {
-        seal.sequence == self.sequence
-            && seal.bytes == self.bytes
-            && seal.last_index == self.last_index
-            && self.last_term.is_none_or(|term| term == seal.last_term)
-    }
-
-    /// Why `seal` does not match, for an operator: what it says, what replay found.
-    fn mismatch(&self, seal: &Seal, successor: &Path) -> String {
-        let term = self
-            .last_term
-            .map_or_else(|| "unknown".to_string(), |term| term.to_string());
-        let what = if seal.bytes > self.bytes {
-            format!(
-                "sealed segment lost records ({} bytes of them)",
-                seal.bytes - self.bytes
-            )
-        } else {
-            "sealed segment does not match its seal".to_string()
-        };
-        format!(
-            "{what}: {} says segment {} ended at byte {} with index {} (term {}), but its \
-             records end at byte {} with index {} (term {term})",
-            successor.display(),
-            seal.sequence,
-            seal.bytes,
-            seal.last_index,
-            seal.last_term,
-            self.bytes,
-            self.last_index,
-        )
-    }
-}
-
-impl ReplayState {
     /// Applies one record; `Err(detail)` if it cannot follow the log replayed so far.
     pub(crate) fn apply_record(
         &mut self,
@@ -250,6 +200,54 @@ impl ReplayState {
             entries.clear();
         }
         self.start = start;
+    }
+}
+
+/// How replay found a sealed segment to end: what its successor's [`Seal`] must say.
+#[derive(Clone, Debug)]
+struct SealedEnd {
+    sequence: u64,
+    bytes: u64,
+    last_index: Index,
+    /// `None` where replay cannot know it: the oldest segment on disk holds no entries and
+    /// no base names the index before it (a crash while a snapshot install was dropping the
+    /// segments before it leaves such a segment first).
+    last_term: Option<Term>,
+    file: PathBuf,
+}
+
+impl SealedEnd {
+    fn matches(&self, seal: &Seal) -> bool {
+        seal.sequence == self.sequence
+            && seal.bytes == self.bytes
+            && seal.last_index == self.last_index
+            && self.last_term.is_none_or(|term| term == seal.last_term)
+    }
+
+    /// Why `seal` does not match, for an operator: what it says, what replay found.
+    fn mismatch(&self, seal: &Seal, successor: &Path) -> String {
+        let term = self
+            .last_term
+            .map_or_else(|| "unknown".to_string(), |term| term.to_string());
+        let what = if seal.bytes > self.bytes {
+            format!(
+                "sealed segment lost records ({} bytes of them)",
+                seal.bytes - self.bytes
+            )
+        } else {
+            "sealed segment does not match its seal".to_string()
+        };
+        format!(
+            "{what}: {} says segment {} ended at byte {} with index {} (term {}), but its \
+             records end at byte {} with index {} (term {term})",
+            successor.display(),
+            seal.sequence,
+            seal.bytes,
+            seal.last_index,
+            seal.last_term,
+            self.bytes,
+            self.last_index,
+        )
     }
 }
 
@@ -414,21 +412,22 @@ fn check_header(
         ));
     }
     if has_previous && version < 2 && segment.first_index != state.last_index() + 1 {
-        return Err(corruption(
-            &segment.path,
-            0,
-            Some((
-                state.last_index().min(segment.first_index),
-                state.last_index().max(segment.first_index),
-            )),
-            format!(
-                "segment starts at index {} but the log before it ends at {}",
-                segment.first_index,
-                state.last_index()
-            ),
-        ));
+        return Err(index_gap(segment, state.last_index()));
     }
     Ok(version)
+}
+
+/// A segment whose first index does not follow the log before it (which ends at `last`).
+fn index_gap(segment: &SegmentMeta, last: Index) -> Error {
+    corruption(
+        &segment.path,
+        0,
+        Some((last.min(segment.first_index), last.max(segment.first_index))),
+        format!(
+            "segment starts at index {} but the log before it ends at {last}",
+            segment.first_index
+        ),
+    )
 }
 
 fn check_sequence(segment: &SegmentMeta, next: &SegmentMeta, state: &ReplayState) -> Result<()> {
@@ -507,18 +506,7 @@ impl<'a> SegmentScan<'a> {
             && scanned.1 <= SEGMENT_HEADER_BYTES
         {
             // Not even the start records survived: nothing vouches for the segment before.
-            return Err(corruption(
-                &self.segment.path,
-                SEGMENT_HEADER_BYTES as u64,
-                None,
-                format!(
-                    "the start records, with the seal of segment {} ({}, replayed to index \
-                     {}), are missing",
-                    expected.sequence,
-                    expected.file.display(),
-                    expected.last_index
-                ),
-            ));
+            return Err(self.unsealed(expected, "the start records are missing, with the seal"));
         }
         Ok(scanned)
     }
@@ -607,32 +595,28 @@ impl<'a> SegmentScan<'a> {
                 ))
             }
             (Some(_), Some(expected)) if self.segment.first_index != expected.last_index + 1 => {
-                Err(corruption(
-                    &self.segment.path,
-                    0,
-                    Some((
-                        expected.last_index.min(self.segment.first_index),
-                        expected.last_index.max(self.segment.first_index),
-                    )),
-                    format!(
-                        "segment starts at index {} but the log before it ends at {}",
-                        self.segment.first_index, expected.last_index
-                    ),
-                ))
+                Err(index_gap(self.segment, expected.last_index))
             }
-            (None, Some(expected)) if first => Err(corruption(
-                &self.segment.path,
-                SEGMENT_HEADER_BYTES as u64,
-                None,
-                format!(
-                    "the start records lack the seal of segment {} ({}, replayed to index {})",
-                    expected.sequence,
-                    expected.file.display(),
-                    expected.last_index
-                ),
-            )),
+            (None, Some(expected)) if first => {
+                Err(self.unsealed(expected, "the start records lack the seal"))
+            }
             _ => Ok(()),
         }
+    }
+
+    /// This segment does not vouch for the one before it (`what` is missing).
+    fn unsealed(&self, expected: &SealedEnd, what: &str) -> Error {
+        corruption(
+            &self.segment.path,
+            SEGMENT_HEADER_BYTES as u64,
+            None,
+            format!(
+                "{what} of segment {} ({}, replayed to index {})",
+                expected.sequence,
+                expected.file.display(),
+                expected.last_index
+            ),
+        )
     }
 
     fn apply_batch(&self, state: &mut ReplayState, pending: &mut Pending<'a>) -> Result<()> {
