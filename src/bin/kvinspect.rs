@@ -307,26 +307,46 @@ fn entries(
                 "{:>10}  term {:>6}  {}",
                 entry.index,
                 entry.term,
-                describe_command(&entry.command)
+                describe_command(&Decoded::of(&entry.command))
             );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// A log entry's command, decoded once as the store decodes it.
+enum Decoded<'a> {
+    /// The empty command of a new leader's no-op entry.
+    Noop,
+    /// A store command.
+    Store(StoreCommand),
+    /// Bytes that are no store command (the store skips them).
+    Unknown(&'a [u8]),
+}
+
+impl Decoded<'_> {
+    fn of(command: &[u8]) -> Decoded<'_> {
+        if command.is_empty() {
+            return Decoded::Noop;
+        }
+        StoreCommand::decode(command).map_or(Decoded::Unknown(command), Decoded::Store)
+    }
+}
+
 /// An entry as JSON: index, term, the command's size and description, and, decoded as the
 /// store decodes it, `op` (`noop`, `put`, `delete`, or `unknown` for bytes that are not a
 /// store command), `key`, `value_bytes`, `value_utf8_lossy` and `condition`.
 fn entry_json(entry: &Entry) -> serde_json::Value {
+    let decoded = Decoded::of(&entry.command);
     let mut row = serde_json::json!({
         "index": entry.index,
         "term": entry.term,
         "command_bytes": entry.command.len(),
-        "command": describe_command(&entry.command),
+        "command": describe_command(&decoded),
     });
-    let decoded = match StoreCommand::decode(&entry.command) {
-        _ if entry.command.is_empty() => serde_json::json!({ "op": "noop" }),
-        Ok(StoreCommand::Put {
+    let fields = match decoded {
+        Decoded::Noop => serde_json::json!({ "op": "noop" }),
+        Decoded::Store(StoreCommand::Put {
             key,
             value,
             condition,
@@ -337,18 +357,18 @@ fn entry_json(entry: &Entry) -> serde_json::Value {
             "value_utf8_lossy": String::from_utf8_lossy(&value),
             "condition": condition_json(condition),
         }),
-        Ok(StoreCommand::Delete { key, condition }) => serde_json::json!({
+        Decoded::Store(StoreCommand::Delete { key, condition }) => serde_json::json!({
             "op": "delete",
             "key": key,
             "condition": condition_json(condition),
         }),
-        Err(_) => serde_json::json!({
+        Decoded::Unknown(bytes) => serde_json::json!({
             "op": "unknown",
-            "command_utf8_lossy": String::from_utf8_lossy(&entry.command),
+            "command_utf8_lossy": String::from_utf8_lossy(bytes),
         }),
     };
-    if let (Some(row), serde_json::Value::Object(decoded)) = (row.as_object_mut(), decoded) {
-        row.extend(decoded);
+    if let (Some(row), serde_json::Value::Object(fields)) = (row.as_object_mut(), fields) {
+        row.extend(fields);
     }
     row
 }
@@ -362,31 +382,29 @@ fn condition_json(condition: Condition) -> serde_json::Value {
     }
 }
 
-/// A readable one-line description of a log entry's command, decoded as the store applies
-/// it: `put "k" = 5 bytes "value" if-match "7"`, `delete "k"`. Bytes that are not a store
-/// command (the store skips them) show as their length and a lossy UTF-8 preview.
-fn describe_command(command: &[u8]) -> String {
-    if command.is_empty() {
-        return "(empty: no-op entry)".to_string();
-    }
-    match StoreCommand::decode(command) {
-        Ok(StoreCommand::Put {
+/// A readable one-line description of a log entry's command: `put "k" = 5 bytes "value"
+/// if-match "7"`, `delete "k"`; bytes that are not a store command show as their length
+/// and a lossy UTF-8 preview.
+fn describe_command(decoded: &Decoded<'_>) -> String {
+    match decoded {
+        Decoded::Noop => "(empty: no-op entry)".to_string(),
+        Decoded::Store(StoreCommand::Put {
             key,
             value,
             condition,
         }) => format!(
             "put {key:?} = {} bytes {:?}{}",
             value.len(),
-            preview(&value),
-            describe_condition(condition)
+            preview(value),
+            describe_condition(*condition)
         ),
-        Ok(StoreCommand::Delete { key, condition }) => {
-            format!("delete {key:?}{}", describe_condition(condition))
+        Decoded::Store(StoreCommand::Delete { key, condition }) => {
+            format!("delete {key:?}{}", describe_condition(*condition))
         }
-        Err(_) => format!(
+        Decoded::Unknown(bytes) => format!(
             "{} bytes, not a store command: {:?}",
-            command.len(),
-            preview(command)
+            bytes.len(),
+            preview(bytes)
         ),
     }
 }
