@@ -177,16 +177,16 @@ pub fn list_dir(dir: &Path) -> Result<Vec<Result<SnapshotInfo>>> {
     snapshots.sort_by(|a, b| b.cmp(a));
     Ok(snapshots
         .into_iter()
-        .map(|(_, _, path)| (verify(&path), path))
-        .filter(|(verified, path)| {
-            !(is_not_found(verified) && std::fs::symlink_metadata(path).is_err())
+        .filter_map(|(_, _, path)| match verify(&path) {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && std::fs::symlink_metadata(&path).is_err() =>
+            {
+                None
+            }
+            verified => Some(verified),
         })
-        .map(|(verified, _)| verified)
         .collect())
-}
-
-fn is_not_found(verified: &Result<SnapshotInfo>) -> bool {
-    matches!(verified, Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// A reader that feeds every byte it reads into a CRC.
