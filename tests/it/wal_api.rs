@@ -333,19 +333,22 @@ fn large_commands_written_in_place_round_trip() {
     assert!(kvstore::wal::verify(temp.path()).unwrap().is_clean());
 }
 
+/// Entries 1..=60 in small segments and a durable `Compact{40}` record alone: as if the
+/// node died, or had not yet got round, to dropping the segments it covers.
+fn compacted_to_40_with_segments_kept(dir: &Path) {
+    let mut wal = filled(dir, 60);
+    wal.append(&[Record::Compact { index: 40, term: 1 }])
+        .unwrap();
+    assert!(wal.segments().len() > 3);
+}
+
 /// A crash between a durable `Compact`/`Reset` record and the segment deletions that
 /// follow it (TRUNCATION commit points): replay gives the truncated log with or without
 /// the dead segments, and with only the oldest of them deleted.
 #[test]
 fn crash_between_truncation_record_and_segment_deletion() {
     let temp = tempfile::tempdir().unwrap();
-    {
-        let mut wal = filled(temp.path(), 60);
-        // The record alone, as if the process died before deleting anything.
-        wal.append(&[Record::Compact { index: 40, term: 1 }])
-            .unwrap();
-        assert!(wal.segments().len() > 3);
-    }
+    compacted_to_40_with_segments_kept(temp.path());
     let (_, recovered) = reopen(temp.path(), small_segments());
     assert_eq!(
         (recovered.base, recovered.entries),
@@ -374,12 +377,7 @@ fn crash_between_truncation_record_and_segment_deletion() {
 #[test]
 fn a_read_only_open_starts_over_when_a_segment_is_dropped_under_it() {
     let temp = tempfile::tempdir().unwrap();
-    {
-        let mut wal = filled(temp.path(), 60);
-        // The compaction record alone, as if the node had not yet dropped the segments.
-        wal.append(&[Record::Compact { index: 40, term: 1 }])
-            .unwrap();
-    }
+    compacted_to_40_with_segments_kept(temp.path());
     let oldest = oldest_segment(temp.path());
     let mut dead = oldest.clone().into_os_string();
     dead.push(".dead.tmp");

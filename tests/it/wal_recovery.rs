@@ -11,10 +11,35 @@ use kvstore::wal::format::{self, SEGMENT_HEADER_BYTES};
 use kvstore::wal::{Options, Record, RecordRef, Wal};
 
 fn options(preallocate: bool) -> Options {
+    sized(600, preallocate)
+}
+
+fn sized(segment_bytes_max: u64, preallocate: bool) -> Options {
     Options {
-        segment_bytes_max: 600,
+        segment_bytes_max,
         preallocate,
         ..Options::default()
+    }
+}
+
+/// Opens `dir`, which must fail with corruption: (file, offset, detail). Otherwise panics
+/// with what did open (each entry's index and term).
+fn corruption_opening(dir: &Path, options: Options, context: &str) -> (PathBuf, u64, String) {
+    match Wal::open(dir, options) {
+        Err(Error::Corruption {
+            file,
+            offset,
+            detail,
+            ..
+        }) => (file, offset, detail),
+        other => panic!(
+            "{context}: expected corruption, got {:?}",
+            other.map(|(_, recovered)| recovered
+                .entries
+                .iter()
+                .map(|entry| (entry.index, entry.term))
+                .collect::<Vec<_>>())
+        ),
     }
 }
 
@@ -531,11 +556,7 @@ fn corruption_error_names_file_offset_and_indexes() {
 fn a_sealed_segment_that_lost_an_overwrite_of_equal_length_is_corruption() {
     for preallocate in MODES {
         let temp = tempfile::tempdir().unwrap();
-        let options = Options {
-            segment_bytes_max: 4096,
-            preallocate,
-            ..Options::default()
-        };
+        let options = sized(4096, preallocate);
         let entry = |index, term| Entry {
             index,
             term,
@@ -567,26 +588,10 @@ fn a_sealed_segment_that_lost_an_overwrite_of_equal_length_is_corruption() {
             bytes[before as usize..after as usize].fill(0)
         });
         let context = format!("preallocate {preallocate}");
-        match Wal::open(temp.path(), options) {
-            Err(Error::Corruption {
-                file,
-                offset,
-                detail,
-                ..
-            }) => {
-                assert_eq!(file, sealed, "{context}: {detail}");
-                assert_eq!(offset, before, "{context}: {detail}");
-                assert!(detail.contains("lost records"), "{context}: {detail}");
-            }
-            other => panic!(
-                "{context}: expected corruption, got {:?}",
-                other.map(|(_, r)| r
-                    .entries
-                    .iter()
-                    .map(|e| (e.index, e.term))
-                    .collect::<Vec<_>>())
-            ),
-        }
+        let (file, offset, detail) = corruption_opening(temp.path(), options, &context);
+        assert_eq!(file, sealed, "{context}: {detail}");
+        assert_eq!(offset, before, "{context}: {detail}");
+        assert!(detail.contains("lost records"), "{context}: {detail}");
         let report = kvstore::wal::verify(temp.path()).unwrap();
         let damage = report.corruption.expect("verify reports it too");
         assert_eq!((damage.file, damage.offset), (sealed, before), "{context}");
@@ -657,19 +662,8 @@ fn version_1_segments_still_open_and_the_next_seal_checks_them() {
             boundaries[boundaries.len() - 1],
         );
         edit(sealed, |bytes| bytes[start as usize..end as usize].fill(0));
-        match Wal::open(temp.path(), options(preallocate)) {
-            Err(Error::Corruption { file, detail, .. }) => {
-                assert_eq!(&file, sealed, "{context}: {detail}");
-            }
-            other => panic!(
-                "{context}: expected corruption, got {:?}",
-                other.map(|(_, r)| r
-                    .entries
-                    .iter()
-                    .map(|e| (e.index, e.term))
-                    .collect::<Vec<_>>())
-            ),
-        }
+        let (file, _, detail) = corruption_opening(temp.path(), options(preallocate), &context);
+        assert_eq!(&file, sealed, "{context}: {detail}");
     }
 }
 
@@ -682,11 +676,7 @@ fn version_1_segments_still_open_and_the_next_seal_checks_them() {
 fn a_crash_in_a_snapshot_install_leaving_an_entryless_oldest_segment_opens() {
     for preallocate in MODES {
         let temp = tempfile::tempdir().unwrap();
-        let options = Options {
-            segment_bytes_max: 512,
-            preallocate,
-            ..Options::default()
-        };
+        let options = sized(512, preallocate);
         let (mut wal, _) = Wal::open(temp.path(), options.clone()).unwrap();
         let mut index = 0;
         while wal.segments().len() < 2 {
@@ -801,16 +791,9 @@ fn seals_that_disagree_are_misplaced_or_missing_are_corruption() {
             damage(&paths);
             let wanted = paths.get(segment).unwrap_or_else(|| paths.last().unwrap());
             let context = format!("{name}, preallocate {preallocate}");
-            match Wal::open(temp.path(), options(preallocate)) {
-                Err(Error::Corruption { file, detail, .. }) => {
-                    assert_eq!(&file, wanted, "{context}: {detail}");
-                    assert!(detail.contains(needle), "{context}: {detail}");
-                }
-                other => panic!(
-                    "{context}: expected corruption, got {:?}",
-                    other.map(|(_, r)| r.entries.len())
-                ),
-            }
+            let (file, _, detail) = corruption_opening(temp.path(), options(preallocate), &context);
+            assert_eq!(&file, wanted, "{context}: {detail}");
+            assert!(detail.contains(needle), "{context}: {detail}");
         }
     }
 }
