@@ -25,10 +25,16 @@ const KEYS: usize = 1_000;
 const WRITERS: usize = 32;
 const BOUND_BYTES: u64 = 6 * 1024 * 1024;
 
+/// The bytes under `path`, while the node writes and deletes in it: a file deleted between
+/// the listing and its `stat` (a compacted segment, a pruned snapshot) counts as gone.
 fn directory_bytes(path: &Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(path).expect("read dir").flatten() {
-        let metadata = entry.metadata().expect("metadata");
+        let metadata = match entry.metadata() {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => panic!("metadata of {}: {error}", entry.path().display()),
+        };
         total += if metadata.is_dir() {
             directory_bytes(&entry.path())
         } else {
