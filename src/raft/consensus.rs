@@ -672,6 +672,126 @@ mod tests {
         ));
     }
 
+    /// n1 leading n2 and n3 in term 1 (n2's votes answered by hand), its no-op at index 1
+    /// durable everywhere and the commit index 1 heard by both followers.
+    fn leader_of_three(config: Config) -> Raft {
+        let mut raft = Raft::new(config, Restore::default()).expect("valid");
+        while raft.role() != Role::PreCandidate {
+            raft.tick();
+        }
+        raft.ready();
+        raft.step(message(
+            "n2",
+            "n1",
+            1,
+            Body::PreVoteResponse { granted: true },
+        ))
+        .expect("valid");
+        raft.ready();
+        raft.step(message("n2", "n1", 1, Body::VoteResponse { granted: true }))
+            .expect("valid");
+        assert_eq!(raft.role(), Role::Leader);
+        let ready = raft.ready();
+        let noop = ready.entries.last().expect("the leader's no-op");
+        raft.persisted(noop.index, noop.term);
+        for from in ["n2", "n3"] {
+            let ack = Body::AppendResponse {
+                index: 1,
+                reject: None,
+            };
+            raft.step(message(from, "n1", 1, ack)).expect("valid");
+        }
+        raft.ready();
+        assert_eq!(raft.commit(), 1);
+        raft.applied(1);
+        raft
+    }
+
+    fn appends_to(ready: &Ready, to: &str) -> Vec<(Index, usize, Index)> {
+        ready
+            .messages
+            .iter()
+            .filter(|message| message.to == to)
+            .filter_map(|message| match &message.body {
+                Body::Append {
+                    prev_index,
+                    entries,
+                    commit,
+                    ..
+                } => Some((*prev_index, entries.len(), *commit)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A slow follower's ack that arrives after the leader compacted past it must not make
+    /// the leader build a commit notice after an entry it no longer has (that panicked:
+    /// `term(prev_index)` of a compacted index), nor leave `has_ready` true with nothing to
+    /// send (the driver loops on it); the commit reaches the follower by heartbeat, and by
+    /// notice again once its match is back in the log.
+    #[test]
+    fn an_ack_trailing_a_compaction_gets_no_commit_notice_and_no_panic() {
+        let mut raft = leader_of_three(Config {
+            append_bytes_max: 1,
+            ..config("n1")
+        });
+        for word in [b"a", b"b", b"c"] {
+            raft.propose(word.to_vec()).expect("leader");
+        }
+        let ready = raft.ready();
+        assert_eq!(
+            appends_to(&ready, "n3"),
+            [(1, 1, 1), (2, 1, 1), (3, 1, 1)],
+            "one entry per append, all in flight to n3"
+        );
+        raft.persisted(4, 1);
+        let ack = |index| Body::AppendResponse {
+            index,
+            reject: None,
+        };
+        raft.step(message("n2", "n1", 1, ack(4))).expect("valid");
+        raft.ready();
+        assert_eq!(raft.commit(), 4);
+        raft.applied(4);
+        let snapshot = SnapshotMeta {
+            index: 4,
+            term: 1,
+            voters: vec!["n1".into(), "n2".into(), "n3".into()],
+        };
+        raft.compact(snapshot).expect("applied");
+
+        // n3 acknowledges entry 2, compacted now, above the commit index it has heard (1).
+        raft.step(message("n3", "n1", 1, ack(2))).expect("valid");
+        let ready = raft.ready();
+        assert_eq!(
+            appends_to(&ready, "n3"),
+            [],
+            "no notice after a compacted entry"
+        );
+        assert!(!raft.has_ready(), "nothing is left to hand out");
+
+        // The next heartbeat carries what n3 can use; once n3 holds entry 4 (the snapshot's
+        // index, whose term the leader still knows) a notice goes out again.
+        raft.tick();
+        let ready = raft.ready();
+        let heartbeats: Vec<_> = ready
+            .messages
+            .iter()
+            .filter(|message| message.to == "n3")
+            .map(|message| message.body.clone())
+            .collect();
+        assert_eq!(
+            heartbeats,
+            [Body::Heartbeat {
+                commit: 2,
+                read_seq: 0
+            }]
+        );
+        raft.step(message("n3", "n1", 1, ack(4))).expect("valid");
+        let ready = raft.ready();
+        assert_eq!(appends_to(&ready, "n3"), [(4, 0, 4)]);
+    }
+
     #[test]
     fn single_node_commits_after_its_own_persist_and_serves_reads() {
         let mut raft = Raft::new(Config::default(), Restore::default()).expect("valid");

@@ -309,7 +309,7 @@ impl Leader {
     fn wants_append(core: &Core, progress: &Progress) -> bool {
         let log = &core.log;
         let window = core.config.inflight_appends_max;
-        let notice = progress.match_index.min(log.commit) > progress.commit_sent;
+        let notice = Self::notice_due(core, progress);
         match progress.state {
             ProgressState::Snapshot => false,
             _ if progress.next_index < log.first_index() => true,
@@ -344,12 +344,23 @@ impl Leader {
                 Self::send_heartbeat(core, to, progress, read_seq);
             }
             let sent = Self::send_entries(core, to, progress);
-            let notice = progress.match_index.min(core.log.commit) > progress.commit_sent;
-            if !sent && notice && progress.state != ProgressState::Snapshot {
+            if !sent && Self::notice_due(core, progress) {
                 let prev_index = progress.match_index;
                 Self::send_append(core, to, progress, prev_index, false);
             }
         }
+    }
+
+    /// Whether a follower is due a commit notice: an empty append with a commit index it can
+    /// use (up to its match) and has not heard. The append names the entry at the match
+    /// index, so none is due while that entry is compacted away (a slow follower whose acks
+    /// trail a snapshot of the leader's): the next heartbeat carries the commit then. Both
+    /// `wants_append` and `send_appends` ask this, so the driver's `has_ready` loop never
+    /// waits on a notice that will not be sent.
+    fn notice_due(core: &Core, progress: &Progress) -> bool {
+        progress.state != ProgressState::Snapshot
+            && progress.match_index.min(core.log.commit) > progress.commit_sent
+            && core.log.term(progress.match_index).is_some()
     }
 
     /// The followers a read round goes to: the `count` that acknowledged the latest round
