@@ -73,6 +73,7 @@ pub(super) struct Driver {
     reads_requested: HashMap<u64, Vec<oneshot::Sender<Result<()>>>>,
     /// Batches whose read index is known, waiting for apply to reach it.
     reads_confirmed: Vec<(Index, Vec<oneshot::Sender<Result<()>>>)>,
+    /// The next read batch's context; counts from [`first_read_context`].
     next_read_context: u64,
     /// A hard state newer than the WAL's only in its commit index, not yet written (see
     /// [`Driver::hard_state_to_save`]).
@@ -96,7 +97,7 @@ impl Driver {
             replies: Vec::new(),
             reads_requested: HashMap::new(),
             reads_confirmed: Vec::new(),
-            next_read_context: 1,
+            next_read_context: first_read_context(),
             commit_unsaved: None,
             next_tick,
             tick_timer: Box::pin(tokio::time::sleep_until(next_tick.into())),
@@ -255,7 +256,7 @@ impl Driver {
             return;
         };
         let context = self.next_read_context;
-        self.next_read_context += 1;
+        self.next_read_context = context.wrapping_add(1);
         match self.parts.raft.read_index(context) {
             Ok(()) => {
                 self.reads_requested.insert(context, waiters);
@@ -477,6 +478,20 @@ impl Driver {
     }
 }
 
+/// Where this boot's read contexts start. A follower matches the leader's answer to a read
+/// it forwarded by context alone, and the leader may still hold a read that the follower
+/// forwarded before it restarted (a read round waits for a quorum of acknowledgements,
+/// which a partition can hold back): were every boot to count from 1, the answer to that
+/// old read, with a read index from before the restart, could complete a new read that
+/// must see writes acknowledged since, and the follower would serve a stale value. So each
+/// boot starts at a random point of the 64-bit space (std's `RandomState` is keyed from
+/// the operating system's randomness), and two boots' ranges overlap with negligible
+/// probability; etcd's request ids carry a timestamp for the same reason.
+fn first_read_context() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
+}
+
 /// Sends each waiter of a read batch its answer.
 fn answer_all(waiters: Vec<oneshot::Sender<Result<()>>>, answer: impl Fn() -> Result<()>) {
     for waiter in waiters {
@@ -490,5 +505,17 @@ pub(super) fn blocking<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
         _ => work(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_contexts_start_anew_at_each_boot() {
+        let starts: std::collections::HashSet<u64> =
+            (0..16).map(|_| first_read_context()).collect();
+        assert_eq!(starts.len(), 16, "each start is drawn afresh");
     }
 }
