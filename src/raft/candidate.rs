@@ -56,8 +56,8 @@ impl Raft {
     /// Ask every peer whether it would vote for us in the next term; nothing changes until
     /// a majority says yes, so a node that cannot win never disrupts the cluster.
     fn into_pre_candidate(&mut self) {
+        self.change_role(RoleState::Candidate(Candidate::new(true, &self.core.id)));
         let core = &mut self.core;
-        self.role = RoleState::Candidate(Candidate::new(true, &core.id));
         core.reset_election_timer();
         let term = core.term + 1;
         let (last_index, last_term) = (core.log.last_index(), core.log.last_term());
@@ -78,10 +78,10 @@ impl Raft {
     /// requests wait for the new term and vote to be durable, so a crash cannot make us
     /// vote twice in the term.
     fn into_candidate(&mut self) {
+        self.change_role(RoleState::Candidate(Candidate::new(false, &self.core.id)));
         let core = &mut self.core;
         core.term += 1;
         core.vote = Some(core.id.clone());
-        self.role = RoleState::Candidate(Candidate::new(false, &core.id));
         core.reset_election_timer();
         let (last_index, last_term) = (core.log.last_index(), core.log.last_term());
         for peer in core.peers.clone() {

@@ -171,12 +171,19 @@ impl Raft {
                     self.into_follower(term, None);
                 }
             }
-            RoleState::Follower(_) | RoleState::Candidate(_) => {
-                self.core.election_elapsed_ticks += 1;
-                if self.core.election_elapsed_ticks >= self.core.randomized_timeout_ticks {
-                    self.start_election();
-                }
+            RoleState::Follower(follower) => {
+                follower.tick_reads(&mut self.core);
+                self.tick_election();
             }
+            RoleState::Candidate(_) => self.tick_election(),
+        }
+    }
+
+    /// The election timer of a follower or candidate.
+    fn tick_election(&mut self) {
+        self.core.election_elapsed_ticks += 1;
+        if self.core.election_elapsed_ticks >= self.core.randomized_timeout_ticks {
+            self.start_election();
         }
     }
 
@@ -498,13 +505,19 @@ impl Raft {
             self.core.term = term;
             self.core.vote = None;
         }
-        let old = mem::replace(&mut self.role, RoleState::Follower(Follower::new(leader)));
-        match old {
+        self.change_role(RoleState::Follower(Follower::new(leader)));
+        self.core.reset_election_timer();
+    }
+
+    /// Take on `role`. The reads the old role waited on are aborted, since their answers
+    /// may never come (a leader's read rounds; a follower's reads forwarded to its leader,
+    /// whether it now follows another or campaigns), and their callers ask again.
+    pub(crate) fn change_role(&mut self, role: RoleState) {
+        match mem::replace(&mut self.role, role) {
             RoleState::Leader(mut leader) => leader.abort_reads(&mut self.core),
             RoleState::Follower(mut follower) => follower.abort_reads(&mut self.core),
             RoleState::Candidate(_) => {}
         }
-        self.core.reset_election_timer();
     }
 
     /// Become the leader of the current term (Raft §5.2) and append the term's no-op
@@ -670,6 +683,63 @@ mod tests {
             leader.propose(Vec::new()),
             Err(Error::InvalidInput(_))
         ));
+    }
+
+    /// n1 following n2 in term 1, with a read forwarded to n2 as context 5.
+    fn follower_with_forwarded_read() -> Raft {
+        let mut raft = follower("n1");
+        let heartbeat = Body::Heartbeat {
+            commit: 0,
+            read_seq: 0,
+        };
+        raft.step(message("n2", "n1", 1, heartbeat)).expect("valid");
+        raft.read_index(5).expect("follows n2");
+        let ready = raft.ready();
+        assert!(
+            ready
+                .messages
+                .iter()
+                .any(|m| m.to == "n2" && m.body == Body::ReadIndex { context: 5 })
+        );
+        raft
+    }
+
+    #[test]
+    fn a_follower_that_campaigns_aborts_its_forwarded_reads() {
+        let mut raft = follower_with_forwarded_read();
+        while raft.role() == Role::Follower {
+            raft.tick();
+        }
+        assert_eq!(raft.ready().aborted_reads, [5]);
+    }
+
+    #[test]
+    fn a_forwarded_read_left_unanswered_is_aborted_after_two_election_timeouts() {
+        let mut raft = follower_with_forwarded_read();
+        let timeout = raft.core.config.election_timeout_ticks;
+        for tick in 1..=2 * timeout {
+            // The leader stays (its heartbeats keep arriving) but never answers the read.
+            let heartbeat = Body::Heartbeat {
+                commit: 0,
+                read_seq: 0,
+            };
+            raft.step(message("n2", "n1", 1, heartbeat)).expect("valid");
+            raft.tick();
+            let aborted = raft.ready().aborted_reads;
+            if tick < 2 * timeout {
+                assert!(aborted.is_empty(), "tick {tick}: {aborted:?}");
+            } else {
+                assert_eq!(aborted, [5], "tick {tick}");
+            }
+        }
+        assert_eq!(raft.role(), Role::Follower);
+        // A late answer finds nothing to complete.
+        let late = Body::ReadIndexResponse {
+            context: 5,
+            index: Some(0),
+        };
+        raft.step(message("n2", "n1", 1, late)).expect("valid");
+        assert_eq!(raft.ready().read_states, []);
     }
 
     /// n1 leading n2 and n3 in term 1 (n2's votes answered by hand), its no-op at index 1

@@ -14,8 +14,21 @@ pub(crate) struct Follower {
     /// The leader of the current term, once heard from.
     pub(crate) leader: Option<NodeId>,
     /// Reads forwarded to the leader and not yet answered.
-    forwarded_reads: Vec<u64>,
+    forwarded_reads: Vec<ForwardedRead>,
 }
+
+/// A read forwarded to the leader, and the ticks it may still wait for the answer.
+#[derive(Clone, Debug)]
+struct ForwardedRead {
+    context: u64,
+    ticks_left: u64,
+}
+
+/// How long a forwarded read waits for the leader's answer, in election timeouts. A read
+/// round takes one heartbeat's round trip; an answer this late is not coming (the request
+/// or the answer was lost with a connection while the leader stayed): the read is aborted
+/// so that its caller asks again and the list stays bounded.
+const FORWARDED_READ_TIMEOUT_ELECTIONS: u64 = 2;
 
 impl Follower {
     pub(crate) fn new(leader: Option<NodeId>) -> Follower {
@@ -32,7 +45,11 @@ impl Follower {
             return Err(Error::NotLeader { leader: None });
         };
         core.send(leader, Body::ReadIndex { context });
-        self.forwarded_reads.push(context);
+        let ticks_left = FORWARDED_READ_TIMEOUT_ELECTIONS * core.config.election_timeout_ticks;
+        self.forwarded_reads.push(ForwardedRead {
+            context,
+            ticks_left,
+        });
         Ok(())
     }
 
@@ -41,7 +58,7 @@ impl Follower {
         let Some(position) = self
             .forwarded_reads
             .iter()
-            .position(|&read| read == context)
+            .position(|read| read.context == context)
         else {
             return; // Already aborted, or a duplicate answer.
         };
@@ -54,7 +71,19 @@ impl Follower {
 
     /// This node stops following this leader: its answers may never come.
     pub(crate) fn abort_reads(&mut self, core: &mut Core) {
-        core.out.aborted_reads.append(&mut self.forwarded_reads);
+        let aborted = self.forwarded_reads.drain(..).map(|read| read.context);
+        core.out.aborted_reads.extend(aborted);
+    }
+
+    /// One tick: abort the forwarded reads that waited too long for an answer.
+    pub(crate) fn tick_reads(&mut self, core: &mut Core) {
+        self.forwarded_reads.retain_mut(|read| {
+            read.ticks_left = read.ticks_left.saturating_sub(1);
+            if read.ticks_left == 0 {
+                core.out.aborted_reads.push(read.context);
+            }
+            read.ticks_left > 0
+        });
     }
 }
 
