@@ -115,6 +115,12 @@ pub struct Resolved {
     pub worker_threads: Option<usize>,
 }
 
+/// Largest `--key-bytes-max`.
+pub const KEY_BYTES_LIMIT: usize = 1024 * 1024;
+/// Largest `--value-bytes-max`. An append carries up to 1 MiB of entries plus one, and a
+/// frame of the raft transport at most 64 MiB; 16 MiB values leave a wide margin.
+pub const VALUE_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+
 /// Resolves arguments (and the few environment variables that have no flag) into a
 /// configuration, or one sentence saying what is wrong.
 pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Resolved, String> {
@@ -148,6 +154,16 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
         return Err(
             "--snapshot-entries, --snapshot-bytes and --snapshots-kept must be at least 1".into(),
         );
+    }
+    if args.key_bytes_max == 0
+        || args.value_bytes_max == 0
+        || args.key_bytes_max > KEY_BYTES_LIMIT
+        || args.value_bytes_max > VALUE_BYTES_LIMIT
+    {
+        return Err(format!(
+            "--key-bytes-max must be 1..={KEY_BYTES_LIMIT} and --value-bytes-max \
+             1..={VALUE_BYTES_LIMIT}: a larger entry would not fit the raft transport's frames"
+        ));
     }
     let mut voters: Vec<&String> = peers.keys().chain(std::iter::once(&args.id)).collect();
     voters.sort();
@@ -422,6 +438,18 @@ mod tests {
         assert_eq!(one.worker_threads, Some(1));
         let error = resolve(&args(&["--worker-threads", "0"]), no_env).unwrap_err();
         assert!(error.contains("--worker-threads"), "{error}");
+    }
+
+    #[test]
+    fn size_limits_too_large_for_a_frame_or_zero_are_refused() {
+        let limit = VALUE_BYTES_LIMIT.to_string();
+        let resolved = resolve(&args(&["--value-bytes-max", &limit]), no_env).unwrap();
+        assert_eq!(resolved.limits.value_bytes_max, VALUE_BYTES_LIMIT);
+        let over = (VALUE_BYTES_LIMIT + 1).to_string();
+        let error = resolve(&args(&["--value-bytes-max", &over]), no_env).unwrap_err();
+        assert!(error.contains("--value-bytes-max"), "{error}");
+        let error = resolve(&args(&["--key-bytes-max", "0"]), no_env).unwrap_err();
+        assert!(error.contains("--key-bytes-max"), "{error}");
     }
 
     #[test]

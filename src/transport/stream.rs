@@ -93,8 +93,9 @@ pub const FRAME_HEADER_BYTES: usize = 8;
 /// Largest frame payload: the same bound as an envelope posted to the raft port.
 pub const FRAME_BYTES_MAX: usize = super::ENVELOPE_BYTES_MAX;
 
-/// Longest a frame write may block before the connection is given up: a peer that reads
-/// nothing for this long is stopped or cut off (the same bound a peer POST had).
+/// Longest a frame write may block without progress (per [`WRITE_PIECE_BYTES`]) before the
+/// connection is given up: a peer that reads nothing for this long is stopped or cut off
+/// (the same bound a peer POST had).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// First wait after a failed connection attempt. Short: a restarted peer should hear its
@@ -120,6 +121,45 @@ pub fn encode_frame(messages: &[Message], buffer: &mut Vec<u8>) {
     let crc = crc32fast::hash(payload);
     buffer[start..start + 4].copy_from_slice(&length.to_le_bytes());
     buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Writes `bytes`, giving up when a piece of [`WRITE_PIECE_BYTES`] takes longer than
+/// [`WRITE_TIMEOUT`]: a deadline on progress, not on the whole write, so that tens of MiB of
+/// appends to a follower far behind can cross a slow link (one deadline for the whole
+/// frame would fail every attempt below 32 MB/s, and the leader would resend forever).
+async fn write_with_progress(
+    writer: &mut (impl AsyncWriteExt + Unpin),
+    bytes: &[u8],
+) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
+    for piece in bytes.chunks(WRITE_PIECE_BYTES) {
+        if let Err(error) = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(piece)).await? {
+            return Ok(Err(error));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Bytes written under one [`WRITE_TIMEOUT`] (see [`write_with_progress`]); a usual frame is
+/// one piece.
+const WRITE_PIECE_BYTES: usize = 1024 * 1024;
+
+/// Appends `messages` to `buffer` as one frame, or as several when one would be larger than
+/// [`FRAME_BYTES_MAX`], which the receiver refuses (halving the run of messages until each
+/// part fits). A batch can be that large: a leader fills a lagging follower's whole window
+/// of appends (64 of up to `append_bytes_max` each, plus one entry) in one ready, and the
+/// stream merges the batches queued meanwhile. One message always fits: an append carries
+/// at most `append_bytes_max` (1 MiB) plus one entry, and `kvnode` refuses a value limit
+/// that would make an entry too large for a frame.
+pub fn encode_frames(messages: &[Message], buffer: &mut Vec<u8>) {
+    let start = buffer.len();
+    encode_frame(messages, buffer);
+    if buffer.len() - start - FRAME_HEADER_BYTES <= FRAME_BYTES_MAX || messages.len() < 2 {
+        return;
+    }
+    buffer.truncate(start);
+    let (first, second) = messages.split_at(messages.len() / 2);
+    encode_frames(first, buffer);
+    encode_frames(second, buffer);
 }
 
 /// Takes the next whole frame off the front of `buffer` and decodes it. `Ok(None)`: the
@@ -346,13 +386,13 @@ impl PeerTask {
                 let count = batches.iter().map(Vec::len).sum::<usize>() as u64;
                 frame.clear();
                 if let [batch] = batches.as_slice() {
-                    encode_frame(batch, &mut frame); // the usual case: no merged copy
+                    encode_frames(batch, &mut frame); // the usual case: no merged copy
                 } else {
                     let messages: Vec<Message> = batches.drain(..).flatten().collect();
-                    encode_frame(&messages, &mut frame);
+                    encode_frames(&messages, &mut frame);
                 }
                 batches.clear();
-                match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&frame)).await {
+                match write_with_progress(&mut writer, &frame).await {
                     Ok(Ok(())) => {
                         self.metrics
                             .peer_messages_sent
@@ -564,6 +604,41 @@ mod tests {
             with("upgrade", UPGRADE_PROTOCOL).0,
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    /// 64 appends of just over 1 MiB (a lagging follower's window, filled in one ready) are
+    /// more than one frame may carry: they go out as several, each within the limit the
+    /// receiver enforces, and arrive whole and in order.
+    #[test]
+    fn a_batch_larger_than_a_frame_goes_out_as_several() {
+        let append = |index: u64| Message {
+            from: "n1".into(),
+            to: "n2".into(),
+            term: 3,
+            body: RaftBody::Append {
+                prev_index: index - 1,
+                prev_term: 3,
+                entries: vec![crate::raft::Entry {
+                    index,
+                    term: 3,
+                    command: vec![index as u8; 1024 * 1024 + 40],
+                }],
+                commit: 1,
+            },
+        };
+        let batch: Vec<Message> = (1..=64).map(append).collect();
+        let mut bytes = Vec::new();
+        encode_frames(&batch, &mut bytes);
+        let mut buffer = BytesMut::from(&bytes[..]);
+        let mut frames = 0;
+        let mut decoded = Vec::new();
+        while let Some(messages) = decode_frame(&mut buffer).expect("every frame within limits") {
+            frames += 1;
+            decoded.extend(messages);
+        }
+        assert!(buffer.is_empty());
+        assert_eq!(frames, 2);
+        assert!(decoded == batch, "the batch arrives whole and in order");
     }
 
     #[test]
