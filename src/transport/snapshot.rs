@@ -73,7 +73,10 @@ impl SnapshotReceiver {
     }
 
     /// Accepts one chunk (blocking file I/O) and returns the offset expected next. A chunk of
-    /// another snapshot than the one in progress starts over with that one.
+    /// another snapshot than the one in progress starts over with that one. A chunk that
+    /// fails (a write error, such as a full disk, or a damaged chunk) abandons the transfer:
+    /// its partial file is deleted at once, and the sender's next offer starts it afresh at
+    /// offset 0 (kept, a failed write would refuse every later chunk of that snapshot).
     pub fn accept(&self, meta: &SnapshotMeta, chunk: &Chunk) -> Result<u64> {
         let mut incoming = self
             .incoming
@@ -88,7 +91,13 @@ impl SnapshotReceiver {
             *incoming = Some((meta.index, meta.term, stream));
         }
         let (_, _, stream) = incoming.as_mut().expect("an incoming stream was just set");
-        let next = stream.accept(chunk)?;
+        let next = match stream.accept(chunk) {
+            Ok(next) => next,
+            Err(error) => {
+                *incoming = None; // dropping the stream removes its file
+                return Err(error);
+            }
+        };
         if stream.is_complete() {
             let (_, _, stream) = incoming.take().expect("the stream is present");
             let info = stream.finish()?;

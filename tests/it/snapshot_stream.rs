@@ -275,3 +275,41 @@ fn a_failed_write_or_sync_while_receiving_abandons_the_transfer_and_its_file() {
     assert!(files(&follower_dir).is_empty());
     assert!(follower.list().unwrap().is_empty());
 }
+
+/// The raft port's receiver drops a transfer whose write failed, file and all, so the
+/// leader's next offer (from offset 0, once the disk has room again) succeeds; it used to
+/// keep the failed transfer and refuse every later chunk of that snapshot.
+#[test]
+fn the_receiver_starts_a_failed_transfer_afresh_on_the_next_offer() {
+    use kvstore::transport::SnapshotReceiver;
+    use kvstore::wal::fs::FaultyFs;
+    let temp = tempfile::tempdir().unwrap();
+    let info = leader_snapshot(&temp.path().join("leader"), 2_000);
+    let file_system = FaultyFs::new();
+    let follower_dir = temp.path().join("follower");
+    let follower =
+        SnapshotDir::open_with(&follower_dir, 3, std::sync::Arc::new(file_system.clone())).unwrap();
+    let receiver = SnapshotReceiver::new(std::sync::Arc::new(follower));
+    let first = SnapshotDir::chunk(&info, 0, CHUNK_BYTES).unwrap();
+    assert_eq!(
+        receiver.accept(&info.meta, &first).unwrap(),
+        CHUNK_BYTES as u64
+    );
+    let second = SnapshotDir::chunk(&info, CHUNK_BYTES as u64, CHUNK_BYTES).unwrap();
+    file_system.with_faults(|faults| faults.short_next_write_bytes = Some(100));
+    assert!(matches!(
+        receiver.accept(&info.meta, &second),
+        Err(Error::Io { .. })
+    ));
+    assert!(files(&follower_dir).is_empty(), "the partial file is gone");
+    // The leader offers again from the start; the transfer completes.
+    let mut offset = 0;
+    while offset < info.file_bytes {
+        let chunk = SnapshotDir::chunk(&info, offset, CHUNK_BYTES).unwrap();
+        offset = receiver.accept(&info.meta, &chunk).unwrap();
+    }
+    let received = receiver
+        .received(info.meta.index, info.meta.term)
+        .expect("received");
+    assert_eq!(received.file_bytes, info.file_bytes);
+}
