@@ -106,6 +106,10 @@ pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// comes back is reached before it campaigns.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(250);
 
+/// A stream that carried traffic this long counts as healthy: when it breaks, the next one
+/// is opened without waiting, and the reconnect backoff starts over.
+const STREAM_HEALTHY_AFTER: Duration = Duration::from_secs(1);
+
 /// Bytes read from a stream per `read` call at most (a frame may span several reads).
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -354,7 +358,7 @@ impl PeerTask {
                     continue;
                 }
             };
-            backoff = RECONNECT_BACKOFF_MIN;
+            let opened = tokio::time::Instant::now();
             match self
                 .send_all(stream, &mut queue, &mut batches, &labels)
                 .await
@@ -363,6 +367,20 @@ impl PeerTask {
                 Err(error) => {
                     tracing::debug!(peer = %self.peer, %error, "peer stream lost");
                 }
+            }
+            // A stream that lived a while broke (the peer restarted, a partition): reconnect
+            // at once. One the peer closed right after accepting it (it refused a frame, or
+            // the messages were not addressed to it) would otherwise be reopened for every
+            // ready, a TCP and HTTP handshake each: back off as after a failed connect.
+            if opened.elapsed() >= STREAM_HEALTHY_AFTER {
+                backoff = RECONNECT_BACKOFF_MIN;
+            } else {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                while let Ok(batch) = queue.try_recv() {
+                    batches.push(batch);
+                }
+                self.dropped(&labels, &mut batches);
             }
         }
     }

@@ -27,6 +27,7 @@ mod disk_faults;
 mod http_abuse;
 mod kvinspect;
 mod linearizability;
+mod peer_stream;
 mod raft_purity;
 mod raft_quorum;
 mod raft_scenarios;
