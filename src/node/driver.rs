@@ -450,6 +450,9 @@ impl Driver {
         let metrics = &self.parts.metrics;
         metrics.term.set(raft.term as i64);
         metrics.is_leader.set(i64::from(raft.role == Role::Leader));
+        self.parts
+            .peers
+            .set_leading((raft.role == Role::Leader).then_some(raft.term));
         if raft.leader != self.leader {
             if raft.leader.is_some() {
                 metrics.leader_changes.inc();

@@ -63,6 +63,7 @@
 //!   check. Run the raft port on a private network.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -75,7 +76,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, PeerLabels};
-use crate::raft::{Body, Message, NodeId};
+use crate::raft::{Body, Message, NodeId, Term};
 use crate::snapshot::SnapshotInfo;
 
 mod snapshot;
@@ -244,6 +245,9 @@ pub struct Peers {
     http: reqwest::Client,
     runtime: tokio::runtime::Handle,
     streams: Arc<snapshot::SnapshotStreams>,
+    /// The term this node leads, 0 when it does not (set by the driver): a snapshot stream
+    /// stops when it is no longer its sender's.
+    leading: Arc<AtomicU64>,
 }
 
 impl Peers {
@@ -280,7 +284,14 @@ impl Peers {
             http,
             runtime: runtime.clone(),
             streams,
+            leading: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Tells the snapshot streams which term this node leads now (`None`: it follows or
+    /// campaigns). The driver calls it after every iteration.
+    pub fn set_leading(&self, term: Option<Term>) {
+        self.leading.store(term.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Streams the snapshot `info` to the recipient of `message` (the raft core's `Snapshot`
@@ -295,14 +306,19 @@ impl Peers {
             return;
         }
         tracing::info!(%peer, index = info.meta.index, bytes = info.file_bytes, "streaming snapshot");
-        let (directory, http, streams) = (
+        // Only a leader sends a snapshot, in the term the message carries: so it leads that
+        // term now, even if the driver has not said so yet (it does after its iteration,
+        // and the task below may start first on another worker).
+        self.leading.store(message.term, Ordering::Relaxed);
+        let (directory, http, streams, leading) = (
             self.directory.clone(),
             self.http.clone(),
             self.streams.clone(),
+            self.leading.clone(),
         );
         self.runtime.spawn(async move {
             let url = raft_url.trim_end_matches('/').to_string();
-            match snapshot::stream(directory, http, url, info, message).await {
+            match snapshot::stream(directory, http, url, info, message, &leading).await {
                 Ok(()) => tracing::info!(%peer, "snapshot sent"),
                 Err(error) => tracing::warn!(%peer, %error, "snapshot stream abandoned"),
             }

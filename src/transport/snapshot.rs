@@ -22,6 +22,7 @@
 //! Memory is bounded on both sides by one chunk ([`CHUNK_BYTES_DEFAULT`]).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -156,17 +157,34 @@ impl SnapshotStreams {
 }
 
 /// Streams `info` to `peer` at `raft_url`, then delivers `message` (the core's `Snapshot`
-/// message, its meta replaced by the file's).
+/// message, its meta replaced by the file's), as long as this node still leads the term
+/// `message` was sent in (`leading`: the term it leads now, 0 for none). A deposed
+/// leader's stream must stop: the follower keeps one transfer at a time, and the new
+/// leader's chunks and the old one's would each restart the transfer for the other, for
+/// ever (every answer a success, so neither gives up).
 pub(super) async fn stream(
     directory: Arc<Directory>,
     http: reqwest::Client,
     raft_url: String,
     info: SnapshotInfo,
     mut message: Message,
+    leading: &AtomicU64,
 ) -> Result<()> {
+    let still_leading = || {
+        let now = leading.load(Ordering::Relaxed);
+        if now == message.term {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "no longer the leader of term {} (leading: {now})",
+                message.term
+            )))
+        }
+    };
     let mut offset = 0;
     let mut failures = 0;
     while offset < info.file_bytes {
+        still_leading()?;
         match send_chunk(&directory, &http, &raft_url, &info, offset).await {
             Ok(next) => {
                 offset = next;
@@ -182,6 +200,7 @@ pub(super) async fn stream(
             }
         }
     }
+    still_leading()?;
     message.body = crate::raft::Body::Snapshot {
         meta: info.meta.clone(),
     };
@@ -242,4 +261,53 @@ async fn post(http: &reqwest::Client, url: &str, body: &impl Serialize) -> Resul
         )));
     }
     Ok(body.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deposed leader's stream stops before its next chunk (here: before its first, since
+    /// the node leads no term), instead of fighting the new leader's stream at the follower.
+    #[tokio::test]
+    async fn a_stream_stops_once_its_sender_no_longer_leads_the_term() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(temp.path(), 3).unwrap();
+        let meta = SnapshotMeta {
+            index: 7,
+            term: 5,
+            voters: vec!["n1".into(), "n2".into()],
+        };
+        let value = [1u8; 10];
+        let info = dir
+            .write(&meta, 1, [("k", &value[..], 1)].into_iter())
+            .unwrap();
+        let peers = [("n2".to_string(), "http://127.0.0.1:1".to_string())].into();
+        let directory = Arc::new(Directory::new(
+            "n1".into(),
+            "c1".into(),
+            "http://127.0.0.1:2".into(),
+            peers,
+        ));
+        let message = Message {
+            from: "n1".into(),
+            to: "n2".into(),
+            term: 5,
+            body: crate::raft::Body::Snapshot { meta },
+        };
+        let url = "http://127.0.0.1:1".to_string();
+        let leading = AtomicU64::new(0);
+        let error = stream(
+            directory,
+            reqwest::Client::new(),
+            url,
+            info,
+            message,
+            &leading,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("no longer the leader of term 5"), "{error}");
+    }
 }
