@@ -143,9 +143,9 @@ async fn write_with_progress(
     Ok(Ok(()))
 }
 
-/// Bytes written under one [`WRITE_TIMEOUT`] (see [`write_with_progress`]); a usual frame is
+/// Bytes written under one [`WRITE_TIMEOUT`] (see `write_with_progress`); a usual frame is
 /// one piece.
-const WRITE_PIECE_BYTES: usize = 1024 * 1024;
+pub const WRITE_PIECE_BYTES: usize = 1024 * 1024;
 
 /// Appends `messages` to `buffer` as one frame, or as several when one would be larger than
 /// [`FRAME_BYTES_MAX`], which the receiver refuses (halving the run of messages until each
