@@ -348,13 +348,7 @@ impl PeerTask {
                 Err(error) => {
                     tracing::debug!(peer = %self.peer, %error, "cannot open the peer stream");
                     self.dropped(&labels, &mut batches);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-                    // What queued meanwhile is stale; let the next message trigger a retry.
-                    while let Ok(batch) = queue.try_recv() {
-                        batches.push(batch);
-                    }
-                    self.dropped(&labels, &mut batches);
+                    self.back_off(&mut backoff, &mut queue, &labels).await;
                     continue;
                 }
             };
@@ -375,14 +369,27 @@ impl PeerTask {
             if opened.elapsed() >= STREAM_HEALTHY_AFTER {
                 backoff = RECONNECT_BACKOFF_MIN;
             } else {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-                while let Ok(batch) = queue.try_recv() {
-                    batches.push(batch);
-                }
-                self.dropped(&labels, &mut batches);
+                self.back_off(&mut backoff, &mut queue, &labels).await;
             }
         }
+    }
+
+    /// Waits `backoff` before the next connection attempt and doubles it (up to the
+    /// maximum). What queued meanwhile is stale and dropped; the next message triggers the
+    /// attempt.
+    async fn back_off(
+        &self,
+        backoff: &mut Duration,
+        queue: &mut mpsc::Receiver<Vec<Message>>,
+        labels: &PeerLabels,
+    ) {
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(RECONNECT_BACKOFF_MAX);
+        let mut stale = Vec::new();
+        while let Ok(batch) = queue.try_recv() {
+            stale.push(batch);
+        }
+        self.dropped(labels, &mut stale);
     }
 
     /// Writes `batches`, then everything queued after, until the queue closes (`Ok`) or the
