@@ -548,6 +548,14 @@ mod tests {
         Raft::new(config(id), Restore::default()).expect("valid")
     }
 
+    /// A leader's heartbeat with nothing committed and no read round.
+    fn heartbeat() -> Body {
+        Body::Heartbeat {
+            commit: 0,
+            read_seq: 0,
+        }
+    }
+
     fn message(from: &str, to: &str, term: Term, body: Body) -> Message {
         Message {
             from: from.to_string(),
@@ -568,15 +576,7 @@ mod tests {
             raft.read_index(1),
             Err(Error::NotLeader { leader: None })
         ));
-        let heartbeat = message(
-            "n2",
-            "n1",
-            1,
-            Body::Heartbeat {
-                commit: 0,
-                read_seq: 0,
-            },
-        );
+        let heartbeat = message("n2", "n1", 1, heartbeat());
         raft.step(heartbeat).expect("valid");
         let leader = Some("n2".to_string());
         assert!(
@@ -688,11 +688,8 @@ mod tests {
     /// n1 following n2 in term 1, with a read forwarded to n2 as context 5.
     fn follower_with_forwarded_read() -> Raft {
         let mut raft = follower("n1");
-        let heartbeat = Body::Heartbeat {
-            commit: 0,
-            read_seq: 0,
-        };
-        raft.step(message("n2", "n1", 1, heartbeat)).expect("valid");
+        raft.step(message("n2", "n1", 1, heartbeat()))
+            .expect("valid");
         raft.read_index(5).expect("follows n2");
         let ready = raft.ready();
         assert!(
@@ -719,11 +716,8 @@ mod tests {
         let timeout = raft.core.config.election_timeout_ticks;
         for tick in 1..=2 * timeout {
             // The leader stays (its heartbeats keep arriving) but never answers the read.
-            let heartbeat = Body::Heartbeat {
-                commit: 0,
-                read_seq: 0,
-            };
-            raft.step(message("n2", "n1", 1, heartbeat)).expect("valid");
+            raft.step(message("n2", "n1", 1, heartbeat()))
+                .expect("valid");
             raft.tick();
             let aborted = raft.ready().aborted_reads;
             if tick < 2 * timeout {

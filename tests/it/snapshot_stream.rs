@@ -2,11 +2,12 @@
 //! corrupted and foreign chunks rejected, interrupted transfers leave nothing behind, and
 //! memory stays bounded by the chunk and read buffer sizes (a counting allocator).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kvstore::Error;
 use kvstore::raft::SnapshotMeta;
 use kvstore::snapshot::{Chunk, READ_BUFFER_BYTES, SnapshotDir, SnapshotInfo};
+use kvstore::wal::fs::FaultyFs;
 
 use crate::allocations;
 
@@ -250,15 +251,21 @@ fn memory_stays_bounded_by_chunk_and_read_buffer() {
     );
 }
 
-#[test]
-fn a_failed_write_or_sync_while_receiving_abandons_the_transfer_and_its_file() {
-    use kvstore::wal::fs::FaultyFs;
-    let temp = tempfile::tempdir().unwrap();
-    let info = leader_snapshot(&temp.path().join("leader"), 2_000);
+/// A leader's snapshot of 2,000 keys, and a follower's snapshot directory (under `temp`,
+/// in `follower_dir`) on a file system whose faults the test sets.
+fn faulty_follower(temp: &Path) -> (SnapshotInfo, FaultyFs, PathBuf, SnapshotDir) {
+    let info = leader_snapshot(&temp.join("leader"), 2_000);
     let file_system = FaultyFs::new();
-    let follower_dir = temp.path().join("follower");
+    let follower_dir = temp.join("follower");
     let follower =
         SnapshotDir::open_with(&follower_dir, 3, std::sync::Arc::new(file_system.clone())).unwrap();
+    (info, file_system, follower_dir, follower)
+}
+
+#[test]
+fn a_failed_write_or_sync_while_receiving_abandons_the_transfer_and_its_file() {
+    let temp = tempfile::tempdir().unwrap();
+    let (info, file_system, follower_dir, follower) = faulty_follower(temp.path());
     let mut incoming = follower.receive(&info.meta, info.file_bytes).unwrap();
     let first = SnapshotDir::chunk(&info, 0, CHUNK_BYTES).unwrap();
     file_system.with_faults(|faults| faults.short_next_write_bytes = Some(100));
@@ -282,13 +289,8 @@ fn a_failed_write_or_sync_while_receiving_abandons_the_transfer_and_its_file() {
 #[test]
 fn the_receiver_starts_a_failed_transfer_afresh_on_the_next_offer() {
     use kvstore::transport::SnapshotReceiver;
-    use kvstore::wal::fs::FaultyFs;
     let temp = tempfile::tempdir().unwrap();
-    let info = leader_snapshot(&temp.path().join("leader"), 2_000);
-    let file_system = FaultyFs::new();
-    let follower_dir = temp.path().join("follower");
-    let follower =
-        SnapshotDir::open_with(&follower_dir, 3, std::sync::Arc::new(file_system.clone())).unwrap();
+    let (info, file_system, follower_dir, follower) = faulty_follower(temp.path());
     let receiver = SnapshotReceiver::new(std::sync::Arc::new(follower));
     let first = SnapshotDir::chunk(&info, 0, CHUNK_BYTES).unwrap();
     assert_eq!(
