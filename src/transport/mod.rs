@@ -31,11 +31,16 @@
 //! | `POST /raft/installsnapshot/chunk` | snapshot data (`transport/snapshot.rs`) |
 //! | `GET /raft/status` | the node's raft status (JSON), as on the client port |
 //!
-//! Each POST body is a postcard-encoded [`Envelope`]: the cluster id, the sender's id and
-//! client URL, and the messages. A receiver rejects (403) an envelope or a stream handshake
-//! from another cluster or from a node that is not a member, and (400) messages that do not
-//! belong to the route or are not from the sender to it. The sender's client URL is
-//! recorded so that a follower can point clients at the leader (`409 not_leader`).
+//! Each POST carries the sender's cluster id and node id in the headers
+//! `X-Kvstore-Cluster` and `X-Kvstore-From`, as the stream handshake does, and its body is
+//! a postcard-encoded [`Envelope`]: the cluster id, the sender's id and client URL, and the
+//! messages. A receiver checks the headers before it reads the body: it rejects (400) a
+//! POST without them and (403) one from another cluster or from a node that is not a
+//! member, so a stranger cannot make it wait for or buffer a body of up to
+//! [`ENVELOPE_BYTES_MAX`]; an admitted body has [`BODY_TIMEOUT`] to arrive. It then rejects
+//! (400) an envelope that names another sender or cluster than its headers, and messages
+//! that do not belong to the route or are not from the sender to it. The sender's client
+//! URL is recorded so that a follower can point clients at the leader (`409 not_leader`).
 //!
 //! # Senders
 //!
@@ -74,6 +79,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::metrics::{Metrics, PeerLabels};
 use crate::raft::{Body, Message, NodeId, Term};
@@ -93,6 +99,11 @@ pub const PEER_QUEUE_BATCHES_MAX: usize = 1024;
 /// Largest envelope a node accepts on the raft port: an append batch (the raft core caps its
 /// payload at `append_bytes_max`, 1 MiB by default) plus one entry of the largest value.
 pub const ENVELOPE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// How long a raft-port POST's body may take to arrive once its headers are admitted: a
+/// chunk is 1 MiB, an envelope at most [`ENVELOPE_BYTES_MAX`]; either crosses a working
+/// link well within this.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long one snapshot-related POST may take before it is given up.
 const PEER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -407,17 +418,23 @@ pub fn router(
     }
     let route = |route: Route| {
         post(
-            move |State(state): State<ServerState>, body: Bytes| async move {
-                receive(&state, route, &body)
+            move |State(state): State<ServerState>, Sender(from): Sender, body: Bytes| async move {
+                receive(&state, route, &from, &body)
             },
         )
     };
-    router
+    // The POST routes admit a request on its headers alone, before its body is read, and
+    // give the body BODY_TIMEOUT to arrive: a stranger cannot make a node buffer 64 MiB.
+    let posts = Router::new()
         .route(Route::AppendEntries.path(), route(Route::AppendEntries))
         .route(Route::RequestVote.path(), route(Route::RequestVote))
         .route(Route::ReadIndex.path(), route(Route::ReadIndex))
         .route(Route::InstallSnapshot.path(), route(Route::InstallSnapshot))
         .route(CHUNK_PATH, post(receive_chunk))
+        .route_layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), admit));
+    router
+        .merge(posts)
         .route(
             STREAM_PATH,
             get(
@@ -432,7 +449,73 @@ pub fn router(
         .merge(status)
 }
 
-fn receive(state: &ServerState, route: Route, body: &[u8]) -> (StatusCode, String) {
+/// The member a raft-port POST says it is from ([`stream::HEADER_FROM`]), as [`admit`]
+/// checked it.
+#[derive(Clone)]
+struct Sender(NodeId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Sender {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Sender, Self::Rejection> {
+        parts.extensions.get::<Sender>().cloned().ok_or((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "request was not admitted",
+        ))
+    }
+}
+
+/// Admits a raft-port POST on its headers ([`stream::HEADER_CLUSTER`] and
+/// [`stream::HEADER_FROM`], as on the stream handshake) before anything reads its body:
+/// 400 without them, 403 from another cluster or a non-member, 503 across the test
+/// partition. The body's envelope must then name the same sender ([`receive`]).
+async fn admit(
+    State(state): State<ServerState>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match admitted(&state.directory, request.headers()) {
+        Ok(from) => {
+            request.extensions_mut().insert(Sender(from));
+            next.run(request).await
+        }
+        Err(rejection) => {
+            tracing::debug!(reason = %rejection.1, "refused a raft-port request");
+            rejection.into_response()
+        }
+    }
+}
+
+/// The sender a raft-port POST's headers name, if it may talk to this node.
+fn admitted(
+    directory: &Directory,
+    headers: &axum::http::HeaderMap,
+) -> Result<NodeId, (StatusCode, String)> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("missing header {name}")))
+    };
+    let (cluster_id, from) = (
+        header(stream::HEADER_CLUSTER)?,
+        header(stream::HEADER_FROM)?,
+    );
+    check_sender(directory, cluster_id, from)?;
+    if directory.is_blocked(from) {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "partitioned by the test fault switch".into(),
+        ));
+    }
+    Ok(from.to_string())
+}
+
+fn receive(state: &ServerState, route: Route, from: &str, body: &[u8]) -> (StatusCode, String) {
     let envelope: Envelope = match postcard::from_bytes(body) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -442,15 +525,9 @@ fn receive(state: &ServerState, route: Route, body: &[u8]) -> (StatusCode, Strin
             );
         }
     };
-    if let Err(rejection) = validate(&state.directory, route, &envelope) {
+    if let Err(rejection) = validate(&state.directory, route, from, &envelope) {
         tracing::warn!(from = %envelope.from, reason = %rejection.1, "rejected raft envelope");
         return rejection;
-    }
-    if state.directory.is_blocked(&envelope.from) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "partitioned by the test fault switch".into(),
-        );
     }
     state
         .directory
@@ -462,7 +539,11 @@ fn receive(state: &ServerState, route: Route, body: &[u8]) -> (StatusCode, Strin
 }
 
 /// `POST /raft/installsnapshot/chunk`: writes a chunk through and answers the next offset.
-async fn receive_chunk(State(state): State<ServerState>, body: Bytes) -> (StatusCode, Vec<u8>) {
+async fn receive_chunk(
+    State(state): State<ServerState>,
+    Sender(from): Sender,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
     let envelope: ChunkEnvelope = match postcard::from_bytes(&body) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -472,16 +553,13 @@ async fn receive_chunk(State(state): State<ServerState>, body: Bytes) -> (Status
             );
         }
     };
-    if let Err((status, reason)) =
-        check_sender(&state.directory, &envelope.cluster_id, &envelope.from)
-    {
+    if let Err((status, reason)) = check_envelope(
+        &state.directory,
+        &from,
+        &envelope.cluster_id,
+        &envelope.from,
+    ) {
         return (status, reason.into_bytes());
-    }
-    if state.directory.is_blocked(&envelope.from) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            b"partitioned by the test fault switch".to_vec(),
-        );
     }
     let receiver = state.snapshots.clone();
     let accepted =
@@ -536,12 +614,31 @@ fn misaddressed<'a>(
         .find(|message| message.from != from || message.to != directory.id)
 }
 
+/// Whether an envelope's sender fields match the headers [`admit`] checked (`from`).
+fn check_envelope(
+    directory: &Directory,
+    from: &str,
+    envelope_cluster_id: &str,
+    envelope_from: &str,
+) -> Result<(), (StatusCode, String)> {
+    if envelope_from != from || envelope_cluster_id != directory.cluster_id {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "envelope from {envelope_from:?} of {envelope_cluster_id:?} does not match its headers"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn validate(
     directory: &Directory,
     route: Route,
+    from: &str,
     envelope: &Envelope,
 ) -> Result<(), (StatusCode, String)> {
-    check_sender(directory, &envelope.cluster_id, &envelope.from)?;
+    check_envelope(directory, from, &envelope.cluster_id, &envelope.from)?;
     if misaddressed(directory, &envelope.from, &envelope.messages).is_some() {
         return Err((
             StatusCode::BAD_REQUEST,
@@ -606,14 +703,26 @@ mod tests {
     #[test]
     fn rejects_foreign_cluster_and_unknown_sender() {
         let directory = directory();
-        assert!(validate(&directory, Route::AppendEntries, &envelope("c1", "n2")).is_ok());
-        let (status, reason) =
-            validate(&directory, Route::AppendEntries, &envelope("c2", "n2")).unwrap_err();
+        assert!(check_sender(&directory, "c1", "n2").is_ok());
+        let (status, reason) = check_sender(&directory, "c2", "n2").unwrap_err();
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(reason.contains("cluster id"), "{reason}");
-        let (status, _) =
-            validate(&directory, Route::AppendEntries, &envelope("c1", "n9")).unwrap_err();
+        let (status, _) = check_sender(&directory, "c1", "n9").unwrap_err();
         assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    /// A member admitted on its headers cannot slip in an envelope that names another
+    /// sender or cluster.
+    #[test]
+    fn an_envelope_must_name_the_sender_its_headers_named() {
+        let directory = directory();
+        let route = Route::AppendEntries;
+        assert!(validate(&directory, route, "n2", &envelope("c1", "n2")).is_ok());
+        for (from, envelope) in [("n2", envelope("c2", "n2")), ("n2", envelope("c1", "n1"))] {
+            let (status, reason) = validate(&directory, route, from, &envelope).unwrap_err();
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(reason.contains("does not match its headers"), "{reason}");
+        }
     }
 
     #[test]

@@ -211,6 +211,7 @@ pub(super) async fn stream(
         messages: vec![message],
     };
     post(
+        &directory,
         &http,
         &format!("{raft_url}{}", Route::InstallSnapshot.path()),
         &envelope,
@@ -238,16 +239,29 @@ async fn send_chunk(
         meta: info.meta.clone(),
         chunk,
     };
-    let answer = post(http, &format!("{raft_url}{CHUNK_PATH}"), &envelope).await?;
+    let answer = post(
+        directory,
+        http,
+        &format!("{raft_url}{CHUNK_PATH}"),
+        &envelope,
+    )
+    .await?;
     postcard::from_bytes(&answer).map_err(Error::from)
 }
 
-async fn post(http: &reqwest::Client, url: &str, body: &impl Serialize) -> Result<Vec<u8>> {
+async fn post(
+    directory: &Directory,
+    http: &reqwest::Client,
+    url: &str,
+    body: &impl Serialize,
+) -> Result<Vec<u8>> {
     let bytes = postcard::to_allocvec(body)?;
     let unavailable = |error: reqwest::Error| Error::Unavailable(format!("{url}: {error}"));
     let response = http
         .post(url)
         .timeout(CHUNK_TIMEOUT)
+        .header(super::stream::HEADER_CLUSTER, &directory.cluster_id)
+        .header(super::stream::HEADER_FROM, &directory.id)
         .body(bytes)
         .send()
         .await

@@ -270,16 +270,9 @@ fn handshake(directory: &Directory, headers: &HeaderMap) -> Result<NodeId, (Stat
             format!("expected Upgrade: {UPGRADE_PROTOCOL}"),
         ));
     }
-    let (cluster_id, from) = (text(HEADER_CLUSTER)?, text(HEADER_FROM)?);
-    super::check_sender(directory, cluster_id, from)?;
-    if directory.is_blocked(from) {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            "partitioned by the test fault switch".into(),
-        ));
-    }
-    directory.learn_client_url(from, text(HEADER_CLIENT_URL)?);
-    Ok(from.to_string())
+    let from = super::admitted(directory, headers)?;
+    directory.learn_client_url(&from, text(HEADER_CLIENT_URL)?);
+    Ok(from)
 }
 
 /// Reads frames until the stream ends, breaks, or is replaced.

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, TestCluster, http_get, http_send};
+use crate::common::{self, TestCluster, http_get, http_send, http_send_with};
 
 /// Sends `request` on a fresh connection and returns what came back before the server
 /// closed it or `wait` passed ("" if nothing).
@@ -276,47 +276,101 @@ fn slow_and_idle_clients_do_not_stop_the_node() {
     assert_serving(&cluster);
 }
 
+/// `POST path` with the raft-port sender headers `headers` (cluster id, node id), if any.
+fn raft_post(port: u16, path: &str, headers: Option<(&str, &str)>, body: &[u8]) -> String {
+    let sender = headers.map_or(String::new(), |(cluster_id, from)| {
+        format!("x-kvstore-cluster: {cluster_id}\r\nx-kvstore-from: {from}\r\n")
+    });
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{sender}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    head.extend(body);
+    raw(port, &head, WAIT)
+}
+
 #[test]
 fn garbage_and_foreign_envelopes_on_the_raft_port_are_refused() {
-    let cluster = TestCluster::start(3);
+    let cluster = TestCluster::start_with(3, &["--cluster-id", "abuse-test"]);
     let raft_port = cluster.nodes[0].raft_port;
-    let post = |path: &str, body: &[u8]| {
-        let mut head = format!(
-            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        head.extend(body);
-        raw(raft_port, &head, WAIT)
-    };
+    let member = cluster.nodes[1].id.clone();
     let mut rng = kvstore::torture::rng::Rng::new(0xabcd);
     for path in [
         "/raft/appendentries",
         "/raft/requestvote",
         "/raft/readindex",
         "/raft/installsnapshot",
+        "/raft/installsnapshot/chunk",
     ] {
+        // Garbage, from nobody and from a member (so that it reaches the decoder).
         for length in [0usize, 1, 7, 64, 4096] {
             let body: Vec<u8> = (0..length).map(|_| rng.below(256) as u8).collect();
-            let answer = post(path, &body);
-            assert_refused(&format!("{length} random bytes to {path}"), &answer);
+            for headers in [None, Some(("abuse-test", member.as_str()))] {
+                let answer = raft_post(raft_port, path, headers, &body);
+                let what = format!("{length} random bytes to {path} with {headers:?}");
+                assert_refused(&what, &answer);
+            }
         }
-        // A well-formed envelope from another cluster, and one from a stranger.
-        for (cluster_id, from) in [("another-cluster", "n2"), ("", "mallory")] {
+        // A well-formed envelope from another cluster, from a stranger, and from a member
+        // whose envelope names someone else.
+        for (headers, cluster_id, from) in [
+            (("another-cluster", "n2"), "another-cluster", "n2"),
+            (("abuse-test", "mallory"), "abuse-test", "mallory"),
+            (("abuse-test", member.as_str()), "abuse-test", "mallory"),
+            (
+                ("abuse-test", member.as_str()),
+                "another-cluster",
+                member.as_str(),
+            ),
+        ] {
             let envelope = kvstore::transport::Envelope {
                 cluster_id: cluster_id.to_string(),
                 from: from.to_string(),
                 from_client_url: "http://127.0.0.1:1".to_string(),
                 messages: vec![],
             };
-            let answer = post(path, &postcard::to_stdvec(&envelope).unwrap());
-            assert_refused(&format!("envelope from {from} of {cluster_id:?}"), &answer);
+            let body = postcard::to_stdvec(&envelope).unwrap();
+            let answer = raft_post(raft_port, path, Some(headers), &body);
+            let what = format!("envelope from {from} of {cluster_id:?} sent as {headers:?}");
+            assert_refused(&what, &answer);
         }
         let answer = raw(raft_port, &request(&format!("GET {path} HTTP/1.1")), WAIT);
         assert_refused(&format!("GET {path}"), &answer);
     }
     cluster.wait_for_leader_quietly();
     assert_serving_cluster(&cluster);
+}
+
+/// A stranger that announces a 60 MB body is refused on its headers, before it has sent a
+/// byte of the body: the node neither waits for nor buffers what a non-member sends.
+#[test]
+fn a_stranger_is_refused_before_its_body_is_read() {
+    let cluster = TestCluster::start_with(1, &["--cluster-id", "abuse-test"]);
+    let raft_port = cluster.nodes[0].raft_port;
+    for (path, sender) in [
+        ("/raft/appendentries", ""),
+        (
+            "/raft/installsnapshot/chunk",
+            "x-kvstore-cluster: abuse-test\r\nx-kvstore-from: mallory\r\n",
+        ),
+        (
+            "/raft/requestvote",
+            "x-kvstore-cluster: another\r\nx-kvstore-from: n1\r\n",
+        ),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\n{sender}content-length: 60000000\r\nconnection: close\r\n\r\n"
+        );
+        let answer = raw(raft_port, head.as_bytes(), WAIT);
+        let expected = if sender.is_empty() { 400 } else { 403 };
+        assert_eq!(
+            status_of(&answer),
+            Some(expected),
+            "{path} with {sender:?}: {answer:?}"
+        );
+    }
+    assert_serving(&cluster);
 }
 
 fn assert_serving_cluster(cluster: &TestCluster) {
@@ -454,8 +508,13 @@ fn send_hostile(which: usize) -> Result<&'static str, String> {
         };
         let body = postcard::to_stdvec(&envelope).unwrap();
         let url = format!("{}{}", cluster.nodes[target].raft_url(), route.path());
-        let answer = http_send("POST", &url, &body);
-        assert!(answer.is_some(), "{what}: no answer");
+        let headers = [
+            ("x-kvstore-cluster", "hostile-test"),
+            ("x-kvstore-from", ids[sender].as_str()),
+        ];
+        let answer = http_send_with("POST", &url, &headers, &body);
+        // Delivered to the raft core (a 204), not refused by the transport.
+        assert_eq!(answer.map(|(status, _)| status), Some(204), "{what}");
     }
     // A write committed and applied everywhere after the messages were queued.
     let url = cluster.url(leader);

@@ -440,26 +440,41 @@ fn signal(pid: u32, name: &str) {
 
 /// A blocking GET with a short timeout: `(status, body)`, or None if unreachable.
 pub fn http_get(url: &str) -> Option<(u16, String)> {
-    blocking(reqwest::Method::GET, url, None)
+    blocking(reqwest::Method::GET, url, &[], None)
 }
 
 /// A blocking request with a raw body: `(status, body)`, or None if unreachable.
 pub fn http_send(method: &str, url: &str, body: &[u8]) -> Option<(u16, String)> {
+    http_send_with(method, url, &[], body)
+}
+
+/// [`http_send`] with extra request headers.
+pub fn http_send_with(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, String)> {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
-    blocking(method, url, Some(body.to_vec()))
+    blocking(method, url, headers, Some(body.to_vec()))
 }
 
 fn http_post_json(url: &str, body: &Value) -> Option<u16> {
     let bytes = serde_json::to_vec(body).expect("encode json");
-    blocking(reqwest::Method::POST, url, Some(bytes)).map(|(status, _)| status)
+    blocking(reqwest::Method::POST, url, &[], Some(bytes)).map(|(status, _)| status)
 }
 
 /// One HTTP request from synchronous test code, on a throwaway single-thread runtime.
 fn blocking(
     method: reqwest::Method,
     url: &str,
+    headers: &[(&str, &str)],
     json_body: Option<Vec<u8>>,
 ) -> Option<(u16, String)> {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -470,6 +485,9 @@ fn blocking(
             .build()
             .ok()?;
         let mut request = client.request(method, url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
         if let Some(body) = json_body {
             request = request
                 .header("content-type", "application/json")
