@@ -69,6 +69,9 @@ pub(super) struct SnapshotState {
     pub bytes_since: u64,
     /// A snapshot is being written in the background.
     pub running: bool,
+    /// The received snapshot whose `Snapshot` message was last stepped into the core
+    /// ([`Driver::may_step`]), until it is installed.
+    pub admitted: Option<SnapshotInfo>,
     /// Operators waiting for a snapshot (`POST /admin/snapshot`), each with the applied
     /// index when it asked: a snapshot that started earlier does not answer it.
     pub waiters: Vec<(u64, oneshot::Sender<Result<SnapshotInfo>>)>,
@@ -232,24 +235,27 @@ impl Driver {
     }
 
     /// Whether a message from a peer may be stepped: a `Snapshot` message only once its data
-    /// has arrived complete.
-    pub(super) fn may_step(&self, message: &Message) -> bool {
+    /// has arrived complete. That file is then held for [`Driver::install_snapshot`], so
+    /// that another transfer completing in between (which replaces the receiver's one slot)
+    /// cannot take it away after the core has accepted the message.
+    pub(super) fn may_step(&mut self, message: &Message) -> bool {
         match &message.body {
-            Body::Snapshot { meta } => self
-                .parts
-                .snapshot_receiver
-                .received(meta.index, meta.term)
-                .is_some(),
+            Body::Snapshot { meta } => {
+                let received = self.parts.snapshot_receiver.received(meta.index, meta.term);
+                let arrived = received.is_some();
+                if arrived {
+                    self.snapshots.admitted = received;
+                }
+                arrived
+            }
             _ => true,
         }
     }
 
     /// Installs a snapshot the core accepted: a fresh store from the file, then the WAL reset.
     pub(super) fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<()> {
-        let info = self
-            .parts
-            .snapshot_receiver
-            .received(meta.index, meta.term)
+        let info = take_admitted(&mut self.snapshots.admitted, meta)
+            .or_else(|| self.parts.snapshot_receiver.received(meta.index, meta.term))
             .ok_or_else(|| {
                 Error::Unavailable(format!("snapshot {} to install is not on disk", meta.index))
             })?;
@@ -268,6 +274,11 @@ impl Driver {
         self.snapshots.bytes_since = 0;
         Ok(())
     }
+}
+
+/// The admitted snapshot, if it is the one `meta` names.
+fn take_admitted(admitted: &mut Option<SnapshotInfo>, meta: &SnapshotMeta) -> Option<SnapshotInfo> {
+    admitted.take_if(|info| info.meta.index == meta.index && info.meta.term == meta.term)
 }
 
 /// Whether a snapshot just taken replaces `latest` as the one the node serves: not if a
@@ -342,5 +353,27 @@ mod tests {
         // Started at 5, finished after the leader's snapshot at 9 was installed.
         assert!(!supersedes(Some(&info(9)), &info(5)));
         assert!(!supersedes(Some(&info(5)), &info(5)));
+    }
+
+    /// The admitted snapshot is installed only as the snapshot it is; another (a newer
+    /// index, or the same index of another term) leaves it held.
+    #[test]
+    fn only_the_snapshot_admitted_is_taken_for_install() {
+        let mut admitted = Some(info(7));
+        let other_term = SnapshotMeta {
+            term: 2,
+            ..info(7).meta
+        };
+        assert!(take_admitted(&mut admitted, &other_term).is_none());
+        assert!(take_admitted(&mut admitted, &info(8).meta).is_none());
+        assert_eq!(
+            take_admitted(&mut admitted, &info(7).meta)
+                .unwrap()
+                .meta
+                .index,
+            7
+        );
+        assert!(admitted.is_none(), "taken once");
+        assert!(take_admitted(&mut admitted, &info(7).meta).is_none());
     }
 }
