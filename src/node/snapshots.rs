@@ -241,12 +241,12 @@ impl Driver {
     pub(super) fn may_step(&mut self, message: &Message) -> bool {
         match &message.body {
             Body::Snapshot { meta } => {
-                let received = self.parts.snapshot_receiver.received(meta.index, meta.term);
-                let arrived = received.is_some();
-                if arrived {
-                    self.snapshots.admitted = received;
-                }
-                arrived
+                let Some(info) = self.parts.snapshot_receiver.received(meta.index, meta.term)
+                else {
+                    return false;
+                };
+                self.snapshots.admitted = Some(info);
+                true
             }
             _ => true,
         }

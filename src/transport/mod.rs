@@ -490,21 +490,25 @@ async fn admit(
     }
 }
 
-/// The sender a raft-port POST's headers name, if it may talk to this node.
+/// The text of header `name` (400 if it is missing or not visible ASCII).
+fn header_text<'a>(
+    headers: &'a axum::http::HeaderMap,
+    name: &str,
+) -> Result<&'a str, (StatusCode, String)> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("missing header {name}")))
+}
+
+/// The sender a raft-port POST's headers (or a stream handshake's) name, if it may talk to
+/// this node.
 fn admitted(
     directory: &Directory,
     headers: &axum::http::HeaderMap,
 ) -> Result<NodeId, (StatusCode, String)> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("missing header {name}")))
-    };
-    let (cluster_id, from) = (
-        header(stream::HEADER_CLUSTER)?,
-        header(stream::HEADER_FROM)?,
-    );
+    let cluster_id = header_text(headers, stream::HEADER_CLUSTER)?;
+    let from = header_text(headers, stream::HEADER_FROM)?;
     check_sender(directory, cluster_id, from)?;
     if directory.is_blocked(from) {
         return Err((

@@ -257,12 +257,6 @@ pub(super) fn accept(
 
 /// Checks a stream handshake; returns the sending peer.
 fn handshake(directory: &Directory, headers: &HeaderMap) -> Result<NodeId, (StatusCode, String)> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("missing header {name}")))
-    };
     let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok());
     if upgrade != Some(UPGRADE_PROTOCOL) {
         return Err((
@@ -271,7 +265,7 @@ fn handshake(directory: &Directory, headers: &HeaderMap) -> Result<NodeId, (Stat
         ));
     }
     let from = super::admitted(directory, headers)?;
-    directory.learn_client_url(&from, text(HEADER_CLIENT_URL)?);
+    directory.learn_client_url(&from, super::header_text(headers, HEADER_CLIENT_URL)?);
     Ok(from)
 }
 

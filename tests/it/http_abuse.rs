@@ -276,18 +276,23 @@ fn slow_and_idle_clients_do_not_stop_the_node() {
     assert_serving(&cluster);
 }
 
-/// `POST path` with the raft-port sender headers `headers` (cluster id, node id), if any.
-fn raft_post(port: u16, path: &str, headers: Option<(&str, &str)>, body: &[u8]) -> String {
+/// The head of `POST path` announcing a body of `length` bytes, with the raft-port sender
+/// headers `headers` (cluster id, node id), if any.
+fn raft_head(path: &str, headers: Option<(&str, &str)>, length: usize) -> Vec<u8> {
     let sender = headers.map_or(String::new(), |(cluster_id, from)| {
         format!("x-kvstore-cluster: {cluster_id}\r\nx-kvstore-from: {from}\r\n")
     });
-    let mut head = format!(
-        "POST {path} HTTP/1.1\r\nhost: x\r\n{sender}content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\n{sender}content-length: {length}\r\nconnection: close\r\n\r\n"
     )
-    .into_bytes();
-    head.extend(body);
-    raw(port, &head, WAIT)
+    .into_bytes()
+}
+
+/// `POST path` with `body` and the sender headers `headers`, if any.
+fn raft_post(port: u16, path: &str, headers: Option<(&str, &str)>, body: &[u8]) -> String {
+    let mut request = raft_head(path, headers, body.len());
+    request.extend(body);
+    raw(port, &request, WAIT)
 }
 
 #[test]
@@ -348,22 +353,16 @@ fn garbage_and_foreign_envelopes_on_the_raft_port_are_refused() {
 fn a_stranger_is_refused_before_its_body_is_read() {
     let cluster = TestCluster::start_with(1, &["--cluster-id", "abuse-test"]);
     let raft_port = cluster.nodes[0].raft_port;
-    for (path, sender) in [
-        ("/raft/appendentries", ""),
+    for (path, sender, expected) in [
+        ("/raft/appendentries", None, 400),
         (
             "/raft/installsnapshot/chunk",
-            "x-kvstore-cluster: abuse-test\r\nx-kvstore-from: mallory\r\n",
+            Some(("abuse-test", "mallory")),
+            403,
         ),
-        (
-            "/raft/requestvote",
-            "x-kvstore-cluster: another\r\nx-kvstore-from: n1\r\n",
-        ),
+        ("/raft/requestvote", Some(("another", "n1")), 403),
     ] {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nhost: x\r\n{sender}content-length: 60000000\r\nconnection: close\r\n\r\n"
-        );
-        let answer = raw(raft_port, head.as_bytes(), WAIT);
-        let expected = if sender.is_empty() { 400 } else { 403 };
+        let answer = raw(raft_port, &raft_head(path, sender, 60_000_000), WAIT);
         assert_eq!(
             status_of(&answer),
             Some(expected),

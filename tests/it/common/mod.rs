@@ -471,10 +471,6 @@ fn blocking(
     headers: &[(&str, &str)],
     json_body: Option<Vec<u8>>,
 ) -> Option<(u16, String)> {
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(name, value)| (name.to_string(), value.to_string()))
-        .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -485,7 +481,7 @@ fn blocking(
             .build()
             .ok()?;
         let mut request = client.request(method, url);
-        for (name, value) in headers {
+        for &(name, value) in headers {
             request = request.header(name, value);
         }
         if let Some(body) = json_body {
