@@ -227,7 +227,13 @@ impl Node {
         }
         let snapshot_path = data_dir.snapshot_dir();
         let snapshot_dir = Arc::new(SnapshotDir::open(&snapshot_path, config.snapshots_kept)?);
-        let rebuilt = recover::rebuild(&snapshot_dir, &snapshot_path, &mut wal, recovered)?;
+        let rebuilt = recover::rebuild(
+            &snapshot_dir,
+            &snapshot_path,
+            &mut wal,
+            recovered,
+            config.snapshot_policy.catch_up_entries,
+        )?;
         let metrics = Arc::new(Metrics::new());
         let directory = Arc::new(Directory::new(
             config.id.clone(),

@@ -11,6 +11,14 @@
 //!    the snapshot's last entry with the same term, or its base is that very point). If it
 //!    does not (a crash after a snapshot from the leader was saved but before the WAL was
 //!    reset), the WAL is reset to the snapshot now, as the install would have done.
+//!
+//! The core gets the entries the WAL still holds before the snapshot too, up to
+//! `catch_up_entries` of them: the margin that compaction keeps for followers a little
+//! behind ([`super::snapshots`]). Its log then starts where a running node's would, at
+//! `snapshot - catch_up_entries` (or the WAL's base, if that is later), with the store
+//! already applied up to the snapshot. Starting at the snapshot instead would throw that
+//! margin away at every restart: after a rolling restart, a follower a few entries behind
+//! would need the whole snapshot.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +44,7 @@ pub(super) fn rebuild(
     snapshot_dir: &Path,
     wal: &mut Wal,
     recovered: wal::Recovered,
+    catch_up_entries: u64,
 ) -> Result<Rebuilt> {
     let started = std::time::Instant::now();
     let wal_base = recovered.base.map_or(0, |(index, _)| index);
@@ -52,13 +61,19 @@ pub(super) fn rebuild(
         "rebuilt the store from its snapshot"
     );
     let meta = snapshot.as_ref().map(|info| info.meta.clone());
-    let entries = entries_after(meta.as_ref(), recovered.base, recovered.entries, wal)?;
+    let (start, entries) = log_after(
+        meta,
+        recovered.base,
+        recovered.entries,
+        catch_up_entries,
+        wal,
+    )?;
     let mut hard_state = recovered.hard_state;
     let applied = store.applied_index();
     hard_state.commit = hard_state.commit.max(applied);
     let restore = Restore {
         hard_state,
-        snapshot: meta,
+        snapshot: start,
         entries,
         applied,
     };
@@ -141,27 +156,92 @@ pub(super) fn load_store(info: &SnapshotInfo) -> Result<Store> {
     Ok(Store::from_parts(data, info.meta.index))
 }
 
-/// The WAL entries after the snapshot, resetting the WAL if it does not continue it.
-fn entries_after(
-    meta: Option<&SnapshotMeta>,
+/// Where the raft core's log starts and its entries from there: from up to
+/// `catch_up_entries` before the snapshot (see the module doc), resetting the WAL to the
+/// snapshot if it does not continue it.
+fn log_after(
+    meta: Option<SnapshotMeta>,
     base: Option<(u64, u64)>,
     mut entries: Vec<Entry>,
+    catch_up_entries: u64,
     wal: &mut Wal,
-) -> Result<Vec<Entry>> {
-    let Some(meta) = meta else { return Ok(entries) };
+) -> Result<(Option<SnapshotMeta>, Vec<Entry>)> {
+    let Some(meta) = meta else {
+        return Ok((None, entries));
+    };
     let continues = base == Some((meta.index, meta.term))
         || entries
             .iter()
             .any(|entry| entry.index == meta.index && entry.term == meta.term);
-    if continues {
-        entries.retain(|entry| entry.index > meta.index);
-        return Ok(entries);
+    if !continues {
+        tracing::warn!(
+            index = meta.index,
+            term = meta.term,
+            "the WAL does not continue the snapshot; resetting it"
+        );
+        wal.reset(meta.index, meta.term)?;
+        return Ok((Some(meta), Vec::new()));
     }
-    tracing::warn!(
-        index = meta.index,
-        term = meta.term,
-        "the WAL does not continue the snapshot; resetting it"
-    );
-    wal.reset(meta.index, meta.term)?;
-    Ok(Vec::new())
+    let (base_index, base_term) = base.unwrap_or((0, 0));
+    let wanted = meta.index.saturating_sub(catch_up_entries).max(base_index);
+    let start_term = if wanted == base_index {
+        Some(base_term)
+    } else {
+        entries
+            .iter()
+            .find(|entry| entry.index == wanted)
+            .map(|entry| entry.term)
+    };
+    // The WAL's entries run contiguously from its base, so the term is always found; if it
+    // were not, the log starts at the snapshot as it would without a margin.
+    let start = match start_term {
+        Some(term) if wanted < meta.index => SnapshotMeta {
+            index: wanted,
+            term,
+            voters: meta.voters.clone(),
+        },
+        _ => meta,
+    };
+    entries.retain(|entry| entry.index > start.index);
+    Ok((Some(start), entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
+        (from..=to)
+            .map(|index| Entry {
+                index,
+                term,
+                command: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn start_of(base: Option<(u64, u64)>, held: Vec<Entry>, catch_up: u64) -> (u64, u64, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), wal::Options::default()).unwrap();
+        let meta = SnapshotMeta {
+            index: 300,
+            term: 3,
+            voters: vec!["n1".into()],
+        };
+        let (start, kept) = log_after(Some(meta), base, held, catch_up, &mut wal).unwrap();
+        let start = start.expect("a start");
+        assert_eq!(start.voters, vec!["n1".to_string()]);
+        assert_eq!(kept.first().map(|entry| entry.index), Some(start.index + 1));
+        (start.index, start.term, kept.len() as u64)
+    }
+
+    #[test]
+    fn the_log_starts_catch_up_entries_before_the_snapshot_or_at_the_wal_base() {
+        let mut held = entries(201, 250, 2);
+        held.extend(entries(251, 320, 3));
+        assert_eq!(start_of(Some((200, 2)), held.clone(), 60), (240, 2, 80));
+        assert_eq!(start_of(Some((200, 2)), held.clone(), 150), (200, 2, 120));
+        assert_eq!(start_of(Some((200, 2)), held, 0), (300, 3, 20));
+        assert_eq!(start_of(None, entries(1, 320, 3), 1000), (0, 0, 320));
+    }
 }

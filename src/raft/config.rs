@@ -91,11 +91,13 @@ impl Config {
 pub struct Restore {
     /// The last persisted hard state.
     pub hard_state: HardState,
-    /// The latest durable snapshot, if any.
+    /// Where the log starts: the latest durable snapshot, or a point before it whose later
+    /// entries are still held (a compacted log keeps a margin behind its snapshot), if any.
     pub snapshot: Option<SnapshotMeta>,
-    /// The log entries after the snapshot, contiguous.
+    /// The log entries after that point, contiguous.
     pub entries: Vec<Entry>,
-    /// What the store has applied: the snapshot's index (it was restored from it).
+    /// What the store has applied: the snapshot's index (it was restored from it), which
+    /// may be past `snapshot` when a margin is kept.
     pub applied: Index,
 }
 

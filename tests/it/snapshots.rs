@@ -186,3 +186,80 @@ fn a_follower_behind_the_compacted_log_receives_the_snapshot() {
         .unwrap();
     assert_eq!(keys.len(), 1050);
 }
+
+/// Compaction keeps `--snapshot-catch-up-entries` behind the snapshot so that a follower a
+/// little behind catches up from the log; a restart must keep that margin too. Here every
+/// node but a lagging follower restarts after a snapshot (a rolling restart's worst case):
+/// the follower must still catch up from the log, without a snapshot.
+#[test]
+fn a_restart_keeps_the_catch_up_margin() {
+    let flags = [
+        "--snapshot-entries",
+        "1000000",
+        "--snapshot-catch-up-entries",
+        "100",
+    ];
+    let mut cluster = TestCluster::start_with(3, &flags);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let lagging = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let runtime = runtime();
+    let first = write_keys(&runtime, cluster.urls(), "a", 300);
+    cluster.wait_applied(&[0, 1, 2], first);
+    cluster.kill(lagging);
+    let last = write_keys(&runtime, cluster.urls(), "b", 50);
+    cluster.wait_applied(&[leader, other], last);
+    let mut snapshot_index = 0;
+    for node in [leader, other] {
+        let output = Command::new(env!("CARGO_BIN_EXE_kvctl"))
+            .args(["--seeds", &cluster.url(node), "--json", "snapshot"])
+            .output()
+            .expect("run kvctl");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let taken: Value = serde_json::from_slice(&output.stdout).unwrap();
+        snapshot_index = taken[0]["snapshot"]["index"].as_u64().expect("index");
+        assert!(snapshot_index >= last, "{taken}");
+    }
+    let margin_start = snapshot_index - 100;
+    assert!(
+        margin_start > 0 && margin_start < first,
+        "the lagging follower ({first}) is inside the margin ({margin_start}..)"
+    );
+
+    for node in [leader, other] {
+        cluster.kill(node);
+    }
+    for node in [leader, other] {
+        cluster.restart(node);
+    }
+    let new_leader = cluster.wait_for_leader(&[leader, other]);
+    let status = wait_status(&cluster, new_leader, "restarted", |status| {
+        number(status, "lastApplied") >= last
+    });
+    assert_eq!(
+        number(&status, "compactedIndex"),
+        margin_start,
+        "the restarted log starts where the running one did: {status}"
+    );
+    assert_eq!(number(&status, "snapshotIndex"), snapshot_index);
+
+    cluster.restart(lagging);
+    cluster.wait_applied(&[lagging], last);
+    let status = cluster.status(lagging).expect("status");
+    assert_eq!(
+        number(&status, "snapshotIndex"),
+        0,
+        "caught up from the log: {status}"
+    );
+    assert!(
+        !cluster
+            .log(lagging)
+            .contains("installed snapshot from the leader"),
+        "{}",
+        cluster.log(lagging)
+    );
+}
