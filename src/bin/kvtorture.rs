@@ -58,6 +58,13 @@ struct Cli {
     /// Self-check of the harness: read with `?consistency=stale`; such runs should fail.
     #[arg(long)]
     stale_reads: bool,
+    /// Passed to every node: snapshot every N entries (small values make snapshots,
+    /// compactions and transfers to lagging followers part of the run).
+    #[arg(long)]
+    snapshot_entries: Option<u64>,
+    /// Passed to every node: log entries kept behind a snapshot when compacting.
+    #[arg(long)]
+    snapshot_catch_up_entries: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -141,6 +148,8 @@ fn config(cli: &Cli) -> Result<Config, String> {
     Ok(Config {
         network,
         stale_reads: cli.stale_reads,
+        snapshot_entries: cli.snapshot_entries,
+        snapshot_catch_up_entries: cli.snapshot_catch_up_entries,
         clients: cli.clients,
         keys: cli.keys,
         faults,
@@ -165,6 +174,8 @@ struct Totals {
     pauses: u64,
     partitions: u64,
     crashes: u64,
+    snapshots_taken: u64,
+    snapshots_installed: u64,
     violations: u64,
     unknown: u64,
     lost: u64,
@@ -179,6 +190,8 @@ impl Totals {
         self.pauses += summary.pauses;
         self.partitions += summary.partitions;
         self.crashes += summary.crashes;
+        self.snapshots_taken += summary.snapshots.taken;
+        self.snapshots_installed += summary.snapshots.installed;
         self.violations += summary.report.violations.len() as u64;
         self.unknown += summary.report.unknown_keys.len() as u64;
         self.lost += summary.lost_writes.len() as u64;
@@ -188,7 +201,7 @@ impl Totals {
         format!(
             "TOTAL: {runs} runs, {} passed; {} operations checked ({} indeterminate); \
              {} node kills ({} multi-node crashes), {} pauses, {} partitions; \
-             {} linearizability violations, \
+             {} snapshots taken, {} installed from a leader; {} linearizability violations, \
              {} unknown keys, {} acknowledged writes lost",
             self.passed,
             self.operations,
@@ -197,6 +210,8 @@ impl Totals {
             self.crashes,
             self.pauses,
             self.partitions,
+            self.snapshots_taken,
+            self.snapshots_installed,
             self.violations,
             self.unknown,
             self.lost

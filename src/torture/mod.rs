@@ -17,6 +17,9 @@
 //!    random node or of the leader then restart, SIGKILL of a majority or of every node at
 //!    once then restart ("crash"), SIGSTOP/SIGCONT pauses, and partitions (leader isolated,
 //!    minority/majority split, a bridge node).
+//!    With `Config::snapshot_entries` small (`kvtorture --snapshot-entries 150`) the nodes
+//!    snapshot and compact all the time, so restarts replay from snapshots and a follower
+//!    left behind receives one; the summary counts both from the node logs.
 //! 4. At the end it heals everything, waits until every node has the same applied index and
 //!    the same state hash, checks that every acknowledged write is present or overwritten by
 //!    a later one, and checks the history for linearizability ([`checker`]).
@@ -60,4 +63,4 @@ pub mod runner;
 
 pub use checker::{KeyVerdict, Report, State, check, check_key};
 pub use history::{FOREIGN_VALUE, Input, Operation, Output, ValueId};
-pub use runner::{Config, Fault, Network, Summary, run};
+pub use runner::{Config, Fault, Network, Snapshots, Summary, run};

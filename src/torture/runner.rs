@@ -49,6 +49,11 @@ pub struct Config {
     /// Read with `?consistency=stale` instead of linearizably: a self-check of the harness
     /// (such runs are expected to fail the linearizability check).
     pub stale_reads: bool,
+    /// `kvnode --snapshot-entries` (default: the node's own default, 10,000): a small value
+    /// makes snapshots, compactions and snapshot transfers part of the run.
+    pub snapshot_entries: Option<u64>,
+    /// `kvnode --snapshot-catch-up-entries` (default: the node's own, 5,000).
+    pub snapshot_catch_up_entries: Option<u64>,
 }
 
 impl Config {
@@ -66,6 +71,8 @@ impl Config {
             verbose: false,
             network: Network::FaultSwitch,
             stale_reads: false,
+            snapshot_entries: None,
+            snapshot_catch_up_entries: None,
         }
     }
 }
@@ -102,8 +109,37 @@ pub struct Summary {
     pub divergence: Option<String>,
     /// The nemesis log.
     pub nemesis_log: Vec<String>,
+    /// Snapshots the nodes took, and installed from a leader, over the run (from their logs).
+    pub snapshots: Snapshots,
     /// Where the node logs are (kept on failure).
     pub run_dir: Option<PathBuf>,
+}
+
+/// Snapshot activity over a run, counted from the node logs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Snapshots {
+    /// Snapshots taken by the nodes themselves.
+    pub taken: u64,
+    /// Snapshots a follower received from a leader and installed.
+    pub installed: u64,
+}
+
+impl Snapshots {
+    /// Counts them in the logs of every node of `cluster`.
+    fn count(cluster: &Cluster) -> Snapshots {
+        let mut snapshots = Snapshots::default();
+        for node in &cluster.nodes {
+            let text = std::fs::read_to_string(&node.log_path).unwrap_or_default();
+            for line in text.lines() {
+                if line.contains("snapshot taken") {
+                    snapshots.taken += 1;
+                } else if line.contains("installed snapshot from the leader") {
+                    snapshots.installed += 1;
+                }
+            }
+        }
+        snapshots
+    }
 }
 
 impl Summary {
@@ -134,6 +170,11 @@ impl Summary {
             out,
             "  nemesis: {} node kills ({} multi-node crashes among them), {} pauses, {} partitions",
             self.kills, self.crashes, self.pauses, self.partitions
+        );
+        let _ = writeln!(
+            out,
+            "  snapshots: {} taken, {} installed from a leader",
+            self.snapshots.taken, self.snapshots.installed
         );
         let _ = writeln!(
             out,
@@ -191,10 +232,22 @@ impl Summary {
 /// Runs one torture run. `Err` is a harness problem (a node that cannot start, a fault
 /// switch that does not answer): also a failure, but not a verdict on the history.
 pub async fn run(config: &Config) -> Result<Summary, String> {
-    let extra: Vec<String> = ["--request-timeout-ms", "1500", "--segment-bytes", "262144"]
+    let mut extra: Vec<String> = ["--request-timeout-ms", "1500", "--segment-bytes", "262144"]
         .iter()
         .map(|arg| arg.to_string())
         .collect();
+    let snapshot_flags = [
+        ("--snapshot-entries", config.snapshot_entries),
+        (
+            "--snapshot-catch-up-entries",
+            config.snapshot_catch_up_entries,
+        ),
+    ];
+    for (flag, value) in snapshot_flags {
+        if let Some(value) = value {
+            extra.extend([flag.to_string(), value.to_string()]);
+        }
+    }
     let mut cluster = Cluster::start(&config.kvnode, config.nodes, &extra, config.network).await?;
     let outcome = run_on(&mut cluster, config).await;
     match outcome {
@@ -287,6 +340,7 @@ async fn run_on(cluster: &mut Cluster, config: &Config) -> Result<Summary, Strin
         lost_writes,
         divergence,
         nemesis_log: log,
+        snapshots: Snapshots::count(cluster),
         run_dir: None,
     })
 }

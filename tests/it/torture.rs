@@ -93,6 +93,39 @@ fn five_nodes_under_kills_pauses_and_partitions() {
     torture(5, &seeds, seconds(20), &ALL);
 }
 
+/// Snapshots every 150 entries with a margin of 20: kills, crashes and partitions leave
+/// followers behind the leader's compacted log, so snapshot transfers and installs, and
+/// restarts from a snapshot, run under the faults too.
+#[test]
+fn three_nodes_snapshotting_often_under_faults() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut failures = Vec::new();
+    let mut snapshots = torture::Snapshots::default();
+    for seed in seeds(&[12]).iter().map(|seed| seed + 3000) {
+        let config = Config {
+            snapshot_entries: Some(150),
+            snapshot_catch_up_entries: Some(20),
+            ..Config::new(kvnode(), 3, seed, seconds(20))
+        };
+        match runtime.block_on(torture::run(&config)) {
+            Ok(summary) => {
+                eprint!("{}", summary.render());
+                snapshots.taken += summary.snapshots.taken;
+                snapshots.installed += summary.snapshots.installed;
+                if !summary.passed() {
+                    failures.push(summary.render());
+                }
+            }
+            Err(problem) => failures.push(format!("seed {seed}: harness error: {problem}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        snapshots.taken > 0,
+        "the nodes took no snapshot: {snapshots:?}"
+    );
+}
+
 #[test]
 fn a_quiet_cluster_is_linearizable() {
     // No faults: a baseline that fails only on a checker or recorder bug.
