@@ -1,5 +1,6 @@
-//! `kvnode` and `kvctl` as a user runs them: bad configuration exits non-zero with one
-//! clear line; `kvctl` talks to a real cluster and fails with one line when it cannot.
+//! `kvnode`, `kvctl` and `kvtorture` as a user runs them: bad configuration exits non-zero
+//! with one clear line; `kvctl` talks to a real cluster and fails with one line when it
+//! cannot.
 
 use std::process::{Command, Output};
 
@@ -163,4 +164,25 @@ fn kvctl_fails_with_one_line_when_nothing_answers() {
     let nowhere = format!("http://127.0.0.1:{}", free_port());
     let output = kvctl(&nowhere, &["--timeout", "1", "get", "k"]);
     assert_one_line_failure(&output, "kvctl: error");
+}
+
+#[test]
+fn kvtorture_refuses_bad_flags_with_one_line_and_status_2() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--nodes", "0"], "--nodes 0"),
+        (&["--clients", "0"], "--clients and --keys"),
+        (
+            &["--snapshot-entries", "0"],
+            "--snapshot-entries must be at least 1",
+        ),
+        (&["--network", "wifi"], "--network"),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_kvtorture"))
+            .args(args)
+            .output()
+            .expect("run kvtorture");
+        assert_one_line_failure(&output, expected);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
 }
