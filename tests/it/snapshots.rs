@@ -70,6 +70,23 @@ fn wait_status(
     }
 }
 
+/// `kvctl --json snapshot` against one node: the index of the snapshot it took.
+fn kvctl_snapshot(url: &str) -> u64 {
+    let output = Command::new(env!("CARGO_BIN_EXE_kvctl"))
+        .args(["--seeds", url, "--json", "snapshot"])
+        .output()
+        .expect("run kvctl");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let taken: Value = serde_json::from_slice(&output.stdout).unwrap();
+    taken[0]["snapshot"]["index"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a snapshot index in {taken}"))
+}
+
 fn number(status: &Value, field: &str) -> u64 {
     status[field]
         .as_u64()
@@ -99,21 +116,7 @@ fn snapshots_compact_the_wal_and_survive_restart() {
     );
 
     // On request too, through kvctl and the admin route.
-    let output = Command::new(env!("CARGO_BIN_EXE_kvctl"))
-        .args(["--seeds", &cluster.url(0), "--json", "snapshot"])
-        .output()
-        .expect("run kvctl");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let taken: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(
-        taken[0]["snapshot"]["index"].as_u64(),
-        Some(last),
-        "{taken}"
-    );
+    assert_eq!(kvctl_snapshot(&cluster.url(0)), last);
     let hash = wait_status(&cluster, 0, "applied", |status| {
         number(status, "lastApplied") >= last
     })["stateHash"]
@@ -211,18 +214,8 @@ fn a_restart_keeps_the_catch_up_margin() {
     cluster.wait_applied(&[leader, other], last);
     let mut snapshot_index = 0;
     for node in [leader, other] {
-        let output = Command::new(env!("CARGO_BIN_EXE_kvctl"))
-            .args(["--seeds", &cluster.url(node), "--json", "snapshot"])
-            .output()
-            .expect("run kvctl");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let taken: Value = serde_json::from_slice(&output.stdout).unwrap();
-        snapshot_index = taken[0]["snapshot"]["index"].as_u64().expect("index");
-        assert!(snapshot_index >= last, "{taken}");
+        snapshot_index = kvctl_snapshot(&cluster.url(node));
+        assert!(snapshot_index >= last, "{snapshot_index} < {last}");
     }
     let margin_start = snapshot_index - 100;
     assert!(
