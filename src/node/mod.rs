@@ -232,7 +232,7 @@ impl Node {
             &snapshot_path,
             &mut wal,
             recovered,
-            config.snapshot_policy.catch_up_entries,
+            &config.snapshot_policy,
         )?;
         let metrics = Arc::new(Metrics::new());
         let directory = Arc::new(Directory::new(

@@ -15,7 +15,7 @@
 //! The core gets the entries the WAL still holds before the snapshot too, up to
 //! `catch_up_entries` of them: the margin that compaction keeps for followers a little
 //! behind ([`super::snapshots`]). Its log then starts where a running node's would, at
-//! `snapshot - catch_up_entries` (or the WAL's base, if that is later), with the store
+//! [`SnapshotPolicy::compaction_point`] (or the WAL's base, if that is later), with the store
 //! already applied up to the snapshot. Starting at the snapshot instead would throw that
 //! margin away at every restart: after a rolling restart, a follower a few entries behind
 //! would need the whole snapshot.
@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::snapshots::SnapshotPolicy;
 use crate::error::{Error, Result};
 use crate::raft::{Entry, Restore, SnapshotMeta};
 use crate::snapshot::{SnapshotDir, SnapshotInfo};
@@ -44,7 +45,7 @@ pub(super) fn rebuild(
     snapshot_dir: &Path,
     wal: &mut Wal,
     recovered: wal::Recovered,
-    catch_up_entries: u64,
+    policy: &SnapshotPolicy,
 ) -> Result<Rebuilt> {
     let started = std::time::Instant::now();
     let wal_base = recovered.base.map_or(0, |(index, _)| index);
@@ -61,13 +62,7 @@ pub(super) fn rebuild(
         "rebuilt the store from its snapshot"
     );
     let meta = snapshot.as_ref().map(|info| info.meta.clone());
-    let (start, entries) = log_after(
-        meta,
-        recovered.base,
-        recovered.entries,
-        catch_up_entries,
-        wal,
-    )?;
+    let (start, entries) = log_after(meta, recovered.base, recovered.entries, policy, wal)?;
     let mut hard_state = recovered.hard_state;
     let applied = store.applied_index();
     hard_state.commit = hard_state.commit.max(applied);
@@ -156,14 +151,14 @@ pub(super) fn load_store(info: &SnapshotInfo) -> Result<Store> {
     Ok(Store::from_parts(data, info.meta.index))
 }
 
-/// Where the raft core's log starts and its entries from there: from up to
-/// `catch_up_entries` before the snapshot (see the module doc), resetting the WAL to the
+/// Where the raft core's log starts and its entries from there: from the policy's
+/// compaction point before the snapshot (see the module doc), resetting the WAL to the
 /// snapshot if it does not continue it.
 fn log_after(
     meta: Option<SnapshotMeta>,
     base: Option<(u64, u64)>,
     mut entries: Vec<Entry>,
-    catch_up_entries: u64,
+    policy: &SnapshotPolicy,
     wal: &mut Wal,
 ) -> Result<(Option<SnapshotMeta>, Vec<Entry>)> {
     let Some(meta) = meta else {
@@ -183,8 +178,10 @@ fn log_after(
         return Ok((Some(meta), Vec::new()));
     }
     let (base_index, base_term) = base.unwrap_or((0, 0));
-    let wanted = meta.index.saturating_sub(catch_up_entries).max(base_index);
-    let start_term = if wanted == base_index {
+    let wanted = policy.compaction_point(meta.index).max(base_index);
+    // The WAL's entries run contiguously from its base, so the term is always found; if it
+    // were not, the log starts at the snapshot as it would without a margin.
+    let term_at_wanted = if wanted == base_index {
         Some(base_term)
     } else {
         entries
@@ -192,9 +189,7 @@ fn log_after(
             .find(|entry| entry.index == wanted)
             .map(|entry| entry.term)
     };
-    // The WAL's entries run contiguously from its base, so the term is always found; if it
-    // were not, the log starts at the snapshot as it would without a margin.
-    let start = match start_term {
+    let start = match term_at_wanted {
         Some(term) if wanted < meta.index => SnapshotMeta {
             index: wanted,
             term,
@@ -228,7 +223,11 @@ mod tests {
             term: 3,
             voters: vec!["n1".into()],
         };
-        let (start, kept) = log_after(Some(meta), base, held, catch_up, &mut wal).unwrap();
+        let policy = SnapshotPolicy {
+            catch_up_entries: catch_up,
+            ..SnapshotPolicy::default()
+        };
+        let (start, kept) = log_after(Some(meta), base, held, &policy, &mut wal).unwrap();
         let start = start.expect("a start");
         assert_eq!(start.voters, vec!["n1".to_string()]);
         assert_eq!(kept.first().map(|entry| entry.index), Some(start.index + 1));

@@ -48,6 +48,15 @@ pub struct SnapshotPolicy {
     pub catch_up_entries: u64,
 }
 
+impl SnapshotPolicy {
+    /// Where compaction cuts the log for a snapshot at `snapshot_index`: the catch-up
+    /// margin before it. The running driver compacts to it, and a restart starts the log
+    /// there (`node::recover`).
+    pub fn compaction_point(&self, snapshot_index: u64) -> u64 {
+        snapshot_index.saturating_sub(self.catch_up_entries)
+    }
+}
+
 impl Default for SnapshotPolicy {
     fn default() -> Self {
         // 10,000 entries or 64 MiB: the raft core keeps the log since the last compaction
@@ -157,8 +166,8 @@ impl Driver {
                 "a snapshot installed meanwhile is newer; it stays the latest"
             );
         }
-        let catch_up = self.parts.snapshot_policy.catch_up_entries;
-        self.compact(info.meta.index.saturating_sub(catch_up))?;
+        let point = self.parts.snapshot_policy.compaction_point(info.meta.index);
+        self.compact(point)?;
         self.answer_snapshot_waiters(Ok(info));
         if !self.snapshots.waiters.is_empty() {
             // Asked for while this one was being written: take the next one now.
