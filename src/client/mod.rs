@@ -11,10 +11,22 @@
 //!   backoff, against the next seed.
 //!
 //! A `503 unavailable` or a broken connection after the request was sent may hide an
-//! applied write. Reads and unconditional writes (idempotent: the same value lands again)
-//! are retried; with [`Options::retry_indeterminate`] off, as the torture harness wants, such
-//! an outcome is returned as [`ClientError::Indeterminate`] instead. Note that a retried
-//! conditional write may then report `412` for a write that had in fact succeeded.
+//! applied write. What happens next depends on whether sending the request again could
+//! change its answer:
+//!
+//! - reads are retried;
+//! - unconditional puts are retried (the same value lands again, and the answer is the same)
+//!   unless [`Options::retry_indeterminate`] is off, as the torture harness wants;
+//! - conditional writes and deletes are never retried after such an answer: a second try
+//!   would answer `412` or `deleted: false` for a write the first one had applied. They end
+//!   with [`ClientError::Indeterminate`], which says the outcome is unknown.
+//!
+//! # Keys in URLs
+//!
+//! Keys travel in the path of `/kv/{key}`, where URL parsers remove `.` and `..` segments.
+//! A key with such a segment is sent with its `/` escaped (`a%2F..%2Fb`), so it stays one
+//! segment and the node sees the key as given; a key that is exactly `.` or `..` cannot be
+//! sent in a path at all and is refused before anything is sent.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -142,6 +154,19 @@ impl Answer {
     }
 }
 
+/// Whether a request may be sent again after an answer that leaves its outcome unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Replay {
+    /// A read: sending it again changes nothing.
+    Read,
+    /// An unconditional put: sending it again lands the same value and gives the same
+    /// answer; retried if [`Options::retry_indeterminate`] is on.
+    Idempotent,
+    /// A conditional write or a delete: a second try would answer for the first one's
+    /// effect (`412`, `deleted: false`), so it is never sent again.
+    Once,
+}
+
 /// What one attempt against one node concluded.
 enum Attempt {
     Done(Answer),
@@ -183,14 +208,18 @@ impl Client {
         value: &[u8],
         condition: Condition,
     ) -> Result<u64, ClientError> {
-        let path = format!("/kv/{}", encode_key(key));
+        let path = kv_path(key)?;
+        let replay = match condition {
+            Condition::None => Replay::Idempotent,
+            _ => Replay::Once,
+        };
         let answer = self
             .send(
                 Method::PUT,
                 &path,
                 condition_headers(condition),
                 value.to_vec(),
-                true,
+                replay,
             )
             .await?;
         answer
@@ -210,11 +239,14 @@ impl Client {
         key: &str,
         consistency: Consistency,
     ) -> Result<Option<Versioned>, ClientError> {
-        let mut path = format!("/kv/{}", encode_key(key));
+        let mut path = kv_path(key)?;
         if consistency == Consistency::Stale {
             path.push_str("?consistency=stale");
         }
-        match self.send(Method::GET, &path, vec![], vec![], false).await {
+        match self
+            .send(Method::GET, &path, vec![], vec![], Replay::Read)
+            .await
+        {
             Ok(answer) => Ok(Some(Versioned {
                 revision: answer.etag.unwrap_or(0),
                 value: answer.body,
@@ -226,14 +258,14 @@ impl Client {
 
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, key: &str, condition: Condition) -> Result<bool, ClientError> {
-        let path = format!("/kv/{}", encode_key(key));
+        let path = kv_path(key)?;
         let answer = self
             .send(
                 Method::DELETE,
                 &path,
                 condition_headers(condition),
                 vec![],
-                true,
+                Replay::Once,
             )
             .await?;
         Ok(answer
@@ -254,7 +286,9 @@ impl Client {
         if consistency == Consistency::Stale {
             path.push_str("&consistency=stale");
         }
-        let answer = self.send(Method::GET, &path, vec![], vec![], false).await?;
+        let answer = self
+            .send(Method::GET, &path, vec![], vec![], Replay::Read)
+            .await?;
         let keys = answer
             .json()
             .get("keys")
@@ -329,7 +363,7 @@ impl Client {
         path: &str,
         headers: Vec<(&'static str, String)>,
         body: Vec<u8>,
-        is_write: bool,
+        replay: Replay,
     ) -> Result<Answer, ClientError> {
         let deadline = tokio::time::Instant::now() + self.options.timeout;
         let mut target = self.first_target();
@@ -359,7 +393,8 @@ impl Client {
                     redirects = 0;
                 }
                 Attempt::Indeterminate(problem)
-                    if is_write && !self.options.retry_indeterminate =>
+                    if replay == Replay::Once
+                        || (replay == Replay::Idempotent && !self.options.retry_indeterminate) =>
                 {
                     return Err(ClientError::Indeterminate(problem));
                 }
@@ -452,19 +487,42 @@ fn condition_headers(condition: Condition) -> Vec<(&'static str, String)> {
     }
 }
 
-/// Percent-encodes a key for a URL path or query, keeping `/` and unreserved characters.
-pub fn encode_key(key: &str) -> String {
-    let mut encoded = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                encoded.push(byte as char)
-            }
-            _ => encoded.push_str(&format!("%{byte:02X}")),
-        }
+/// The path `/kv/{key}` for `key`, or a `400`-like refusal for a key no URL path can carry
+/// (see the module doc).
+fn kv_path(key: &str) -> Result<String, ClientError> {
+    if key == "." || key == ".." {
+        return Err(ClientError::Rejected {
+            status: 400,
+            code: "bad_request".into(),
+            message: format!(
+                "the key {key:?} cannot be sent in a URL path (URL parsers drop it); \
+                 use a different key"
+            ),
+        });
     }
-    encoded
+    Ok(format!("/kv/{}", encode_key(key)))
 }
+
+/// Percent-encodes a key for a URL path or query, keeping unreserved characters, and `/`
+/// unless the key has a `.` or `..` segment, which a URL parser would remove: then `/` is
+/// escaped too, so the key is one segment that the node decodes back to the key as given.
+pub fn encode_key(key: &str) -> String {
+    let dot_segment = key
+        .split('/')
+        .any(|segment| segment == "." || segment == "..");
+    let set = if dot_segment { SEGMENT } else { PATH };
+    percent_encoding::utf8_percent_encode(key, set).to_string()
+}
+
+/// Everything but unreserved characters (RFC 3986 section 2.3) is escaped in one segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A path may keep its `/`.
+const PATH: &percent_encoding::AsciiSet = &SEGMENT.remove(b'/');
 
 #[cfg(test)]
 mod tests {
@@ -475,59 +533,119 @@ mod tests {
         assert_eq!(encode_key("a/b-c_d.e~f"), "a/b-c_d.e~f");
         assert_eq!(encode_key("sp ace?&=#%"), "sp%20ace%3F%26%3D%23%25");
         assert_eq!(encode_key("é"), "%C3%A9");
+        // Dot segments would be removed by the URL parser: `/` is escaped instead.
+        assert_eq!(encode_key("a/../b"), "a%2F..%2Fb");
+        assert_eq!(encode_key("./x"), ".%2Fx");
+        assert_eq!(encode_key("x/."), "x%2F.");
+        assert_eq!(encode_key("a/..b/.c"), "a/..b/.c");
+        assert!(matches!(
+            kv_path(".."),
+            Err(ClientError::Rejected { status: 400, .. })
+        ));
+        assert!(kv_path(".").is_err());
+        assert_eq!(kv_path("..x").unwrap(), "/kv/..x");
     }
 
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            status: StatusCode::from_u16(status).unwrap(),
-            etag: None,
-            body: body.as_bytes().to_vec(),
+    /// The path reqwest sends for `path`, after its URL parser has had its way.
+    fn sent_path(path: &str) -> String {
+        let url = reqwest::Url::parse(&format!("http://h:1{path}")).unwrap();
+        url.path().to_string()
+    }
+
+    #[test]
+    fn keys_with_dot_segments_survive_url_parsing() {
+        for key in ["a/../b", "../x", "x/..", "./y", "a/./b", "a//b", "a/b/"] {
+            let path = kv_path(key).unwrap();
+            let sent = sent_path(&path);
+            let decoded = percent_encoding::percent_decode_str(sent.strip_prefix("/kv/").unwrap())
+                .decode_utf8()
+                .unwrap();
+            assert_eq!(decoded, key, "{key:?} was sent as {sent:?}");
         }
     }
 
-    #[test]
-    fn follows_hints_and_classifies_failures() {
-        let hinted = answer(
-            409,
-            r#"{"ok":false,"error":"not_leader","leaderId":"n2","leader":"http://b:2"}"#,
-        );
-        assert!(
-            matches!(classify("http://a:1", hinted), Attempt::Redirect(url) if url == "http://b:2")
-        );
-        let unknown = answer(
-            409,
-            r#"{"ok":false,"error":"not_leader","leaderId":null,"leader":null}"#,
-        );
-        assert!(matches!(
-            classify("http://a:1", unknown),
-            Attempt::RetryElsewhere(_)
-        ));
-        assert!(matches!(
-            classify("http://a:1", answer(503, "{}")),
-            Attempt::Indeterminate(_)
-        ));
-        assert!(matches!(
-            classify("http://a:1", answer(404, "{}")),
-            Attempt::Done(_)
-        ));
+    /// A node that answers every request `503 unavailable`; counts the requests.
+    async fn unavailable_node() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0; 4096];
+                    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let body = r#"{"ok":false,"error":"unavailable","message":"may have applied"}"#;
+                    let answer = format!(
+                        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (url, count)
     }
 
-    #[test]
-    fn maps_error_bodies() {
-        let failed = answer(
-            412,
-            r#"{"ok":false,"error":"precondition_failed","revision":7}"#,
-        );
-        assert!(matches!(
-            failed.error(),
-            ClientError::PreconditionFailed { current: Some(7) }
-        ));
-        let bad = answer(
-            400,
-            r#"{"ok":false,"error":"bad_request","message":"key must not be empty"}"#,
-        );
+    #[tokio::test]
+    async fn never_resends_a_conditional_write_or_delete_whose_outcome_is_unknown() {
+        use std::sync::atomic::Ordering;
+        let options = Options {
+            // Long enough that a retried request is surely sent a second time.
+            timeout: Duration::from_millis(1500),
+            request_timeout: Duration::from_millis(500),
+            retry_indeterminate: true,
+        };
+        let (url, count) = unavailable_node().await;
+        let client = Client::new(vec![url], options);
+        for condition in [
+            Condition::Revision(3),
+            Condition::Present,
+            Condition::Absent,
+        ] {
+            count.store(0, Ordering::SeqCst);
+            let result = client.put("k", b"v", condition).await;
+            assert!(
+                matches!(result, Err(ClientError::Indeterminate(_))),
+                "{condition:?}: {result:?}"
+            );
+            assert_eq!(
+                count.load(Ordering::SeqCst),
+                1,
+                "{condition:?} was sent again"
+            );
+        }
+        for condition in [Condition::None, Condition::Revision(3)] {
+            count.store(0, Ordering::SeqCst);
+            let result = client.delete("k", condition).await;
+            assert!(matches!(result, Err(ClientError::Indeterminate(_))));
+            assert_eq!(count.load(Ordering::SeqCst), 1, "delete was sent again");
+        }
+        // An unconditional put and a read are safe to send again, until the deadline.
+        count.store(0, Ordering::SeqCst);
+        let result = client.put("k", b"v", Condition::None).await;
         assert!(
-            matches!(bad.error(), ClientError::Rejected { status: 400, ref code, .. } if code == "bad_request")
+            matches!(result, Err(ClientError::Unavailable(_))),
+            "{result:?}"
         );
+        assert!(count.load(Ordering::SeqCst) >= 2);
+        count.store(0, Ordering::SeqCst);
+        let result = client.get("k", Consistency::Linearizable).await;
+        assert!(
+            matches!(result, Err(ClientError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(count.load(Ordering::SeqCst) >= 2);
     }
 }

@@ -145,6 +145,12 @@ fn kvctl_against_a_cluster() {
             .success()
     );
     assert_eq!(stdout(&kvctl(&seeds, &["list", "fr"])), "fruit\n");
+    // A key with a `..` segment is stored as given, not as the path a URL parser makes of it.
+    assert!(kvctl(&seeds, &["put", "a/../b", "dots"]).status.success());
+    assert_eq!(stdout(&kvctl(&seeds, &["get", "a/../b"])), "dots\n");
+    assert_one_line_failure(&kvctl(&seeds, &["get", "b"]), "not found");
+    assert_eq!(stdout(&kvctl(&seeds, &["list", "a/"])), "a/../b\n");
+    assert_one_line_failure(&kvctl(&seeds, &["put", "..", "v"]), "cannot be sent");
     let status = stdout(&kvctl(&seeds, &["status"]));
     assert_eq!(status.lines().count(), 4, "{status}");
     let leaders = status
