@@ -161,15 +161,33 @@ impl DataDir {
 }
 
 /// A directory with no identity may be used only if it is empty (or holds just the debris
-/// of an interrupted first open: the lock file and a temporary identity).
+/// of an interrupted first open: the lock file and a temporary identity, and at most empty
+/// `wal/` and `snapshots/` directories). A WAL or snapshot without an identity is refused:
+/// nothing says which node or cluster it belongs to, and adopting it under any `--id` could
+/// put one node's log into another.
 fn check_empty(path: &Path) -> Result<()> {
     let entries = std::fs::read_dir(path).map_err(|error| Error::io("list", path, error))?;
     let mut foreign = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|error| Error::io("list", path, error))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = [LOCK_FILE, "identity.json.tmp", WAL_DIR, SNAPSHOT_DIR];
-        if !ours.contains(&name.as_str()) {
+        if name == WAL_DIR || name == SNAPSHOT_DIR {
+            let dir = entry.path();
+            let mut files =
+                std::fs::read_dir(&dir).map_err(|error| Error::io("list", &dir, error))?;
+            if files.next().is_some() {
+                return Err(refuse(
+                    path,
+                    format!(
+                        "{name}/ holds data but there is no {IDENTITY_FILE} to say which node \
+                         and cluster it belongs to; refusing to adopt it (restore \
+                         {IDENTITY_FILE}, or use an empty directory)"
+                    ),
+                ));
+            }
+            continue;
+        }
+        if ![LOCK_FILE, "identity.json.tmp"].contains(&name.as_str()) {
             foreign.push(name);
         }
     }
@@ -383,5 +401,26 @@ mod tests {
         assert!(error.contains("not a kvstore data directory"), "{error}");
         assert!(!temp.path().join(LOCK_FILE).exists());
         assert!(DataDir::inspect(temp.path()).is_err());
+    }
+
+    #[test]
+    fn a_log_without_an_identity_is_not_adopted() {
+        let temp = tempfile::tempdir().unwrap();
+        let opened = DataDir::open(temp.path(), &identity("n1")).unwrap();
+        std::fs::write(opened.wal_dir().join("00000000000000000001.wal"), b"log").unwrap();
+        drop(opened);
+        std::fs::remove_file(temp.path().join(IDENTITY_FILE)).unwrap();
+        for id in ["n1", "n2"] {
+            let error = DataDir::open(temp.path(), &identity(id))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("wal/ holds data"), "{error}");
+        }
+        assert!(!temp.path().join(IDENTITY_FILE).exists());
+        // The debris of an interrupted first open (empty directories) is still fine.
+        let temp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(temp.path().join(WAL_DIR)).unwrap();
+        std::fs::create_dir(temp.path().join(SNAPSHOT_DIR)).unwrap();
+        DataDir::open(temp.path(), &identity("n1")).unwrap();
     }
 }
