@@ -30,7 +30,7 @@ use super::Event;
 use super::driver::Driver;
 use super::storage::Job;
 use crate::error::{Error, Result};
-use crate::raft::{Body, Message, SnapshotMeta};
+use crate::raft::{Body, Message, SnapshotMeta, Term};
 use crate::snapshot::{SnapshotDir, SnapshotInfo};
 use crate::store::Map;
 
@@ -250,6 +250,11 @@ impl Driver {
     pub(super) fn may_step(&mut self, message: &Message) -> bool {
         match &message.body {
             Body::Snapshot { meta } => {
+                if !may_install(message.term, self.parts.raft.term()) {
+                    // The core refuses it (and its answer tells the sender the new term):
+                    // it must not replace a file held for an offer the core accepted.
+                    return true;
+                }
                 let Some(info) = self.parts.snapshot_receiver.received(meta.index, meta.term)
                 else {
                     return false;
@@ -283,6 +288,13 @@ impl Driver {
         self.snapshots.bytes_since = 0;
         Ok(())
     }
+}
+
+/// Whether a `Snapshot` message sent in `message_term` can be installed by a core in
+/// `current_term`: one from a deposed leader (an older term) is refused by the core's term
+/// check, so the driver holds no file for it.
+fn may_install(message_term: Term, current_term: Term) -> bool {
+    message_term >= current_term
 }
 
 /// The admitted snapshot, if it is the one `meta` names.
@@ -362,6 +374,18 @@ mod tests {
         // Started at 5, finished after the leader's snapshot at 9 was installed.
         assert!(!supersedes(Some(&info(9)), &info(5)));
         assert!(!supersedes(Some(&info(5)), &info(5)));
+    }
+
+    /// A deposed leader's offer, stepped in the same batch after the current leader's, must
+    /// not take the place of the file held for the current one.
+    #[test]
+    fn only_offers_of_the_current_term_or_newer_are_held() {
+        assert!(!may_install(2, 3));
+        assert!(may_install(3, 3));
+        assert!(
+            may_install(4, 3),
+            "a newer term: the core steps up and installs"
+        );
     }
 
     /// The admitted snapshot is installed only as the snapshot it is; another (a newer
