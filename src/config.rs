@@ -31,7 +31,8 @@ pub struct Args {
     /// Client URL other nodes hand to clients (default: http://ADDR).
     #[arg(long, env = "ADVERTISE_URL")]
     pub advertise: Option<String>,
-    /// Raft URL of this node, for documentation and status (default: http://RAFT_ADDR).
+    /// Raft URL of this node, for status and `kvctl snapshot` (default: http://RAFT_ADDR, or,
+    /// when RAFT_ADDR is a wildcard like 0.0.0.0, the --advertise host with the raft port).
     #[arg(long, env = "RAFT_ADVERTISE_URL")]
     pub raft_advertise: Option<String>,
     /// Other members: `ID=RAFT_URL,...`, or bare raft URLs with ids in PEER_IDS.
@@ -148,7 +149,7 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
     let raft_url = args
         .raft_advertise
         .clone()
-        .unwrap_or_else(|| default_url(raft_addr));
+        .unwrap_or_else(|| default_raft_url(raft_addr, args.advertise.as_deref()));
     check_url(&raft_url, "--raft-advertise")?;
     if args.snapshot_entries == 0 || args.snapshot_bytes == 0 || args.snapshots_kept == 0 {
         return Err(
@@ -302,6 +303,25 @@ fn raft_addr(
     Ok(SocketAddr::new(client.ip(), port))
 }
 
+/// The raft URL when none is given: a wildcard listen address says nothing about how others
+/// reach this node, but an advertised client URL does: its host, with the raft port.
+fn default_raft_url(raft_addr: SocketAddr, advertise: Option<&str>) -> String {
+    let host = advertise
+        .filter(|_| raft_addr.ip().is_unspecified())
+        .and_then(|url| url.strip_prefix("http://"))
+        .map(|rest| rest.split('/').next().unwrap_or(rest))
+        .map(|authority| match authority.rsplit_once(':') {
+            // `host:port`, or `[v6]:port`; a bare `[v6]` has its `:` inside the brackets.
+            Some((host, port)) if !port.contains(']') => host,
+            _ => authority,
+        })
+        .filter(|host| !host.is_empty());
+    match host {
+        Some(host) => format!("http://{host}:{}", raft_addr.port()),
+        None => default_url(raft_addr),
+    }
+}
+
 fn default_url(addr: SocketAddr) -> String {
     if addr.ip().is_unspecified() {
         format!("http://127.0.0.1:{}", addr.port())
@@ -408,6 +428,30 @@ fn seed_of(id: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_wildcard_raft_address_takes_its_host_from_the_advertised_url() {
+        use super::default_raft_url;
+        let wildcard: std::net::SocketAddr = "0.0.0.0:9080".parse().unwrap();
+        assert_eq!(
+            default_raft_url(wildcard, Some("http://kv1:8080")),
+            "http://kv1:9080"
+        );
+        assert_eq!(
+            default_raft_url(wildcard, Some("http://kv1")),
+            "http://kv1:9080"
+        );
+        assert_eq!(
+            default_raft_url(wildcard, Some("http://[fd00::1]:8080/")),
+            "http://[fd00::1]:9080"
+        );
+        assert_eq!(default_raft_url(wildcard, None), "http://127.0.0.1:9080");
+        let bound: std::net::SocketAddr = "10.0.0.5:9080".parse().unwrap();
+        assert_eq!(
+            default_raft_url(bound, Some("http://kv1:8080")),
+            "http://10.0.0.5:9080"
+        );
+    }
+
     use super::*;
 
     fn args(extra: &[&str]) -> Args {
