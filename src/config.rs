@@ -151,6 +151,18 @@ pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Reso
         .clone()
         .unwrap_or_else(|| default_raft_url(raft_addr, args.advertise.as_deref()));
     check_url(&raft_url, "--raft-advertise")?;
+    let segment_bytes = crate::wal::SEGMENT_BYTES_MIN..=crate::wal::SEGMENT_BYTES_LIMIT;
+    if !segment_bytes.contains(&args.segment_bytes) {
+        return Err(format!(
+            "--segment-bytes must be {}..={} (got {})",
+            segment_bytes.start(),
+            segment_bytes.end(),
+            args.segment_bytes
+        ));
+    }
+    if args.request_timeout_ms == 0 {
+        return Err("--request-timeout-ms must be at least 1".into());
+    }
     if args.snapshot_entries == 0 || args.snapshot_bytes == 0 || args.snapshots_kept == 0 {
         return Err(
             "--snapshot-entries, --snapshot-bytes and --snapshots-kept must be at least 1".into(),
