@@ -546,6 +546,60 @@ mod tests {
         assert_eq!(kv_path("..x").unwrap(), "/kv/..x");
     }
 
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            etag: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn follows_hints_and_classifies_failures() {
+        let hinted = answer(
+            409,
+            r#"{"ok":false,"error":"not_leader","leaderId":"n2","leader":"http://b:2"}"#,
+        );
+        assert!(
+            matches!(classify("http://a:1", hinted), Attempt::Redirect(url) if url == "http://b:2")
+        );
+        let unknown = answer(
+            409,
+            r#"{"ok":false,"error":"not_leader","leaderId":null,"leader":null}"#,
+        );
+        assert!(matches!(
+            classify("http://a:1", unknown),
+            Attempt::RetryElsewhere(_)
+        ));
+        assert!(matches!(
+            classify("http://a:1", answer(503, "{}")),
+            Attempt::Indeterminate(_)
+        ));
+        assert!(matches!(
+            classify("http://a:1", answer(404, "{}")),
+            Attempt::Done(_)
+        ));
+    }
+
+    #[test]
+    fn maps_error_bodies() {
+        let failed = answer(
+            412,
+            r#"{"ok":false,"error":"precondition_failed","revision":7}"#,
+        );
+        assert!(matches!(
+            failed.error(),
+            ClientError::PreconditionFailed { current: Some(7) }
+        ));
+        let bad = answer(
+            400,
+            r#"{"ok":false,"error":"bad_request","message":"key must not be empty"}"#,
+        );
+        assert!(
+            matches!(bad.error(), ClientError::Rejected { status: 400, ref code, .. } if code == "bad_request")
+        );
+    }
+
     /// The path reqwest sends for `path`, after its URL parser has had its way.
     fn sent_path(path: &str) -> String {
         let url = reqwest::Url::parse(&format!("http://h:1{path}")).unwrap();

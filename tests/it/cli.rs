@@ -78,32 +78,13 @@ fn bad_configuration_exits_with_one_line() {
         &kvnode(&["--id", "n1", "--data", data, "--addr", "nowhere"]),
         "not an address",
     );
-    assert_one_line_failure(
-        &kvnode(&[
-            "--id",
-            "n1",
-            "--data",
-            data,
-            "--addr",
-            &addr,
-            "--segment-bytes",
-            "1",
-        ]),
-        "--segment-bytes must be",
-    );
-    assert_one_line_failure(
-        &kvnode(&[
-            "--id",
-            "n1",
-            "--data",
-            data,
-            "--addr",
-            &addr,
-            "--request-timeout-ms",
-            "0",
-        ]),
-        "--request-timeout-ms must be",
-    );
+    for (flag, value, expected) in [
+        ("--segment-bytes", "1", "--segment-bytes must be"),
+        ("--request-timeout-ms", "0", "--request-timeout-ms must be"),
+    ] {
+        let args = ["--id", "n1", "--data", data, "--addr", &addr, flag, value];
+        assert_one_line_failure(&kvnode(&args), expected);
+    }
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
     assert_one_line_failure(
