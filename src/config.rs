@@ -320,14 +320,9 @@ fn raft_addr(
 fn default_raft_url(raft_addr: SocketAddr, advertise: Option<&str>) -> String {
     let host = advertise
         .filter(|_| raft_addr.ip().is_unspecified())
-        .and_then(|url| url.strip_prefix("http://"))
-        .map(|rest| rest.split('/').next().unwrap_or(rest))
-        .map(|authority| match authority.rsplit_once(':') {
-            // `host:port`, or `[v6]:port`; a bare `[v6]` has its `:` inside the brackets.
-            Some((host, port)) if !port.contains(']') => host,
-            _ => authority,
-        })
-        .filter(|host| !host.is_empty());
+        .and_then(|url| reqwest::Url::parse(url).ok())
+        // `host_str` keeps the brackets of an IPv6 host, so it can take a port as is.
+        .and_then(|url| url.host_str().map(str::to_owned));
     match host {
         Some(host) => format!("http://{host}:{}", raft_addr.port()),
         None => default_url(raft_addr),
