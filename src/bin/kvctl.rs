@@ -19,6 +19,7 @@ struct Cli {
     /// Client URLs of (some of) the cluster's nodes, comma-separated.
     #[arg(
         long,
+        global = true,
         env = "KVCTL_SEEDS",
         value_delimiter = ',',
         default_value = "http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083"

@@ -138,8 +138,13 @@ fn kvctl_against_a_cluster() {
     let put = kvctl(&seeds, &["put", "fruit", "apple"]);
     assert!(put.status.success(), "{}", stderr(&put));
     assert!(stdout(&put).starts_with("OK revision "), "{}", stdout(&put));
-    let get = kvctl(&seeds, &["get", "fruit"]);
-    assert_eq!(stdout(&get), "apple\n");
+    // `--seeds` is global: it may follow the subcommand, like `--json` and `--timeout`.
+    let get = Command::new(env!("CARGO_BIN_EXE_kvctl"))
+        .args(["get", "fruit", "--seeds", &seeds])
+        .env_remove("KVCTL_SEEDS")
+        .output()
+        .expect("run kvctl");
+    assert_eq!(stdout(&get), "apple\n", "{}", stderr(&get));
     let json = kvctl(&seeds, &["--json", "get", "fruit"]);
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(value["value"], "apple");
