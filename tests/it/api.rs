@@ -285,10 +285,12 @@ fn bad_input_gets_clear_errors_and_the_node_keeps_serving() {
     let head = huge_request_head(&node, 64 * 1024 * 1024);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(head.contains("payload_too_large"), "{head}");
+    assert!(head.contains("escapes included"), "{head}");
     // A chunked body has no Content-Length: it is refused when the read passes the limit.
     let head = chunked_request_head(&node, 256 * 1024);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(head.contains("request body is over the limit"), "{head}");
+    assert!(head.contains("escapes included"), "{head}");
     assert_error(&node.get("/kv/chunked"), 404, "not_found");
     let big_json = format!(r#"{{"key":"k","value":"{}"}}"#, "v".repeat(2000));
     assert_error(
