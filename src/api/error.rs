@@ -47,6 +47,17 @@ impl ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
 
+    /// `413 payload_too_large` for a request body over
+    /// [`Limits::body_bytes_max`](super::Limits::body_bytes_max), found from its
+    /// `Content-Length` or while it is read. The body limit is not the value limit, so the
+    /// message says what it is made of.
+    pub fn body_too_large(detail: &str) -> ApiError {
+        ApiError::too_large(format!(
+            "{detail} (the key and value limits plus {} KiB for a JSON body, escapes included)",
+            super::JSON_OVERHEAD_BYTES_MAX / 1024
+        ))
+    }
+
     /// Adds an extra field.
     pub fn with(mut self, name: &str, value: Value) -> ApiError {
         self.extra.insert(name.to_string(), value);

@@ -141,9 +141,8 @@ impl FromRequest<Api> for Body {
         let read = http_body_util::BodyExt::collect(limited).await;
         Ok(Body(read.map(|body| body.to_bytes()).map_err(|error| {
             if error.is::<http_body_util::LengthLimitError>() {
-                ApiError::too_large(format!(
-                    "request body is over the limit of {limit} bytes {}",
-                    super::BODY_LIMIT_HINT
+                ApiError::body_too_large(&format!(
+                    "request body is over the limit of {limit} bytes"
                 ))
             } else {
                 ApiError::bad_request(format!("failed to read the request body: {error}"))

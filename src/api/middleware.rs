@@ -253,9 +253,8 @@ fn oversized(request: &Request, body_bytes_max: usize) -> Option<Response> {
         .parse::<u64>()
         .ok()?;
     (length > body_bytes_max as u64).then(|| {
-        ApiError::too_large(format!(
-            "request body is {length} bytes; the limit is {body_bytes_max} bytes {}",
-            super::BODY_LIMIT_HINT
+        ApiError::body_too_large(&format!(
+            "request body is {length} bytes; the limit is {body_bytes_max} bytes"
         ))
         .into_response()
     })

@@ -65,11 +65,6 @@ pub struct Limits {
 /// few characters). Values that need heavy escaping should use the raw `/kv` API.
 const JSON_OVERHEAD_BYTES_MAX: usize = 64 * 1024;
 
-/// Ends every "request body too large" message: the body limit is not the value limit, and a
-/// JSON body's escapes count against it.
-pub(crate) const BODY_LIMIT_HINT: &str = "(a value's limit plus room for the JSON around it, \
-    escapes included; send large or binary values raw with PUT /kv/{key})";
-
 impl Limits {
     /// The largest request body read: a key and a value in JSON, with room to spare.
     pub fn body_bytes_max(&self) -> usize {

@@ -15,10 +15,14 @@ fn kvnode(args: &[&str]) -> Output {
 }
 
 fn kvctl(seeds: &str, args: &[&str]) -> Output {
+    kvctl_args(&[&["--seeds", seeds], args].concat())
+}
+
+/// `kvctl ARGS` with no seeds but those in `args`: `KVCTL_SEEDS` is not inherited.
+fn kvctl_args(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kvctl"))
-        .arg("--seeds")
-        .arg(seeds)
         .args(args)
+        .env_remove("KVCTL_SEEDS")
         .output()
         .expect("run kvctl")
 }
@@ -139,11 +143,7 @@ fn kvctl_against_a_cluster() {
     assert!(put.status.success(), "{}", stderr(&put));
     assert!(stdout(&put).starts_with("OK revision "), "{}", stdout(&put));
     // `--seeds` is global: it may follow the subcommand, like `--json` and `--timeout`.
-    let get = Command::new(env!("CARGO_BIN_EXE_kvctl"))
-        .args(["get", "fruit", "--seeds", &seeds])
-        .env_remove("KVCTL_SEEDS")
-        .output()
-        .expect("run kvctl");
+    let get = kvctl_args(&["get", "fruit", "--seeds", &seeds]);
     assert_eq!(stdout(&get), "apple\n", "{}", stderr(&get));
     let json = kvctl(&seeds, &["--json", "get", "fruit"]);
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
