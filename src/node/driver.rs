@@ -111,6 +111,11 @@ impl Driver {
     pub(super) async fn run(mut self) -> Result<()> {
         let mut result = self.run_loop().await;
         if let Err(error) = &result {
+            // Writes applied earlier in the failed iteration did commit: their answers are
+            // true, and a client should not be told "outcome unknown" for them.
+            for (reply, outcome) in self.replies.drain(..) {
+                let _ = reply.send(outcome);
+            }
             self.publish_failure(error);
         }
         // From here on a request fails at once (its queue is closed) rather than waiting
