@@ -22,7 +22,10 @@
 //! file (transport `stream_snapshot`). A follower steps the `Snapshot` message into its
 //! core only once that file has arrived complete; when the core then asks to install it
 //! (`Ready::snapshot`), the driver loads it into a fresh store and resets the WAL to it,
-//! both before any later entry is persisted or any response sent.
+//! both before any later entry is persisted or any response sent. From the step to the
+//! load the file is pinned in the snapshot directory, so that a newer transfer committing
+//! in between cannot prune it (with `--snapshots-kept 1` it otherwise would, and the load
+//! would fail and stop the node).
 
 use tokio::sync::oneshot;
 
@@ -79,7 +82,8 @@ pub(super) struct SnapshotState {
     /// A snapshot is being written in the background.
     pub running: bool,
     /// The received snapshot whose `Snapshot` message was last stepped into the core
-    /// ([`Driver::may_step`]), until it is installed.
+    /// ([`Driver::may_step`]), until it is installed or the iteration ends; its file is
+    /// pinned meanwhile ([`SnapshotDir::pin`]).
     pub admitted: Option<SnapshotInfo>,
     /// Operators waiting for a snapshot (`POST /admin/snapshot`), each with the applied
     /// index when it asked: a snapshot that started earlier does not answer it.
@@ -245,8 +249,11 @@ impl Driver {
 
     /// Whether a message from a peer may be stepped: a `Snapshot` message only once its data
     /// has arrived complete. That file is then held for [`Driver::install_snapshot`], so
-    /// that another transfer completing in between (which replaces the receiver's one slot)
-    /// cannot take it away after the core has accepted the message.
+    /// that another transfer completing in between (which replaces the receiver's one slot,
+    /// and with `--snapshots-kept 1` deletes the older file) cannot take it away after the
+    /// core has accepted the message: its info is kept here and the file pinned against
+    /// retention until it is loaded (or, if the core refused it, until the iteration ends:
+    /// [`Driver::release_refused_offer`]).
     pub(super) fn may_step(&mut self, message: &Message) -> bool {
         match &message.body {
             Body::Snapshot { meta } => {
@@ -259,10 +266,23 @@ impl Driver {
                 else {
                     return false;
                 };
+                if !self.parts.snapshot_dir.pin(&info.path) {
+                    // A newer transfer replaced and pruned it just now; its own offer follows.
+                    return false;
+                }
                 self.snapshots.admitted = Some(info);
                 true
             }
             _ => true,
+        }
+    }
+
+    /// Lets go of a snapshot offer admitted in this iteration that the core did not install
+    /// (it refused it): one it accepted was installed by the end of the iteration, when the
+    /// driver has handled every `Ready`.
+    pub(super) fn release_refused_offer(&mut self) {
+        if self.snapshots.admitted.take().is_some() {
+            self.parts.snapshot_dir.unpin();
         }
     }
 
@@ -273,8 +293,9 @@ impl Driver {
             .ok_or_else(|| {
                 Error::Unavailable(format!("snapshot {} to install is not on disk", meta.index))
             })?;
-        let store = super::driver::blocking(|| super::recover::load_store(&info))?;
-        *self.parts.store.write().expect("store lock poisoned") = store;
+        let loaded = super::driver::blocking(|| super::recover::load_store(&info));
+        self.parts.snapshot_dir.unpin();
+        *self.parts.store.write().expect("store lock poisoned") = loaded?;
         self.parts.storage.submit(Job::Reset {
             index: meta.index,
             term: meta.term,

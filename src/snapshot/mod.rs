@@ -272,6 +272,8 @@ struct Shared {
     /// Serialises rename + directory fsync + retention, so two commits never prune each
     /// other's files concurrently.
     commit: Mutex<()>,
+    /// A file retention must not delete (see [`SnapshotDir::pin`]).
+    pinned: Mutex<Option<PathBuf>>,
 }
 
 impl SnapshotDir {
@@ -301,6 +303,7 @@ impl SnapshotDir {
             kept,
             file_system,
             commit: Mutex::new(()),
+            pinned: Mutex::new(None),
         };
         shared.remove_temporary_files()?;
         Ok(SnapshotDir {
@@ -311,6 +314,29 @@ impl SnapshotDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// Holds `path` back from retention until [`SnapshotDir::unpin`] (or another pin, which
+    /// replaces it): a snapshot received from the leader and accepted by the raft core but
+    /// not yet loaded, which a newer transfer committing in between would otherwise delete
+    /// when only one snapshot is kept. Returns whether the file is still there once pinned.
+    pub fn pin(&self, path: &Path) -> bool {
+        *self
+            .shared
+            .pinned
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(path.to_path_buf());
+        // Retention may have taken it just before the pin: then it is gone for good.
+        path.exists()
+    }
+
+    /// Lets retention delete the pinned file again.
+    pub fn unpin(&self) {
+        *self
+            .shared
+            .pinned
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = None;
     }
 
     /// Streams `entries` (key, value, revision), in strictly increasing key order, into a
@@ -406,9 +432,14 @@ impl Shared {
         Ok(path)
     }
 
-    /// Deletes snapshot files beyond the newest `kept`, oldest first, never `keep`, then
-    /// fsyncs the directory.
+    /// Deletes snapshot files beyond the newest `kept`, oldest first, never `keep` or the
+    /// pinned file, then fsyncs the directory.
     fn retain(&self, keep: &Path) -> Result<()> {
+        let pinned = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
         let mut snapshots: Vec<(Index, Term, String)> = self
             .list_names()?
             .into_iter()
@@ -425,7 +456,7 @@ impl Shared {
         let mut doomed = Vec::new();
         for (_, _, name) in snapshots.iter().take(excess) {
             let path = self.dir.join(name);
-            if path == keep {
+            if path == keep || pinned.as_ref() == Some(&path) {
                 continue;
             }
             let temporary = write::temporary_path(&self.dir, name);

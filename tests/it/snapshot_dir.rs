@@ -113,6 +113,26 @@ fn retention_keeps_the_newest_and_list_is_newest_first() {
 }
 
 #[test]
+fn a_pinned_snapshot_outlives_retention_until_unpinned() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = SnapshotDir::open(temp.path(), 1).unwrap();
+    let accepted = write(&dir, 10, &entries(10, 1)).unwrap();
+    assert!(dir.pin(&accepted.path), "the file is there");
+    // A newer snapshot commits while the accepted one waits to be loaded.
+    write(&dir, 20, &entries(10, 2)).unwrap();
+    assert_eq!(valid_indexes(&dir), vec![20, 10]);
+    let (_, loaded) = load_all(&accepted.path).unwrap();
+    assert_eq!(loaded, entries(10, 1));
+    dir.unpin();
+    write(&dir, 30, &entries(10, 3)).unwrap();
+    assert_eq!(valid_indexes(&dir), vec![30]);
+    assert!(!dir.pin(&accepted.path), "a pruned file cannot be pinned");
+    // A pin of a file that is gone holds nothing back.
+    write(&dir, 40, &entries(10, 4)).unwrap();
+    assert_eq!(valid_indexes(&dir), vec![40]);
+}
+
+#[test]
 fn bad_input_leaves_no_file() {
     let temp = tempfile::tempdir().unwrap();
     let dir = SnapshotDir::open(temp.path(), 3).unwrap();
