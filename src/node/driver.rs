@@ -156,7 +156,7 @@ impl Driver {
             while self.parts.raft.has_ready() {
                 self.handle_ready()?;
             }
-            self.release_refused_offer();
+            self.release_refused_offers();
             self.answer();
         }
         tracing::info!("driver stopped on request");

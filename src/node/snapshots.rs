@@ -81,10 +81,11 @@ pub(super) struct SnapshotState {
     pub bytes_since: u64,
     /// A snapshot is being written in the background.
     pub running: bool,
-    /// The received snapshot whose `Snapshot` message was last stepped into the core
-    /// ([`Driver::may_step`]), until it is installed or the iteration ends; its file is
-    /// pinned meanwhile ([`SnapshotDir::pin`]).
-    pub admitted: Option<SnapshotInfo>,
+    /// The received snapshots whose `Snapshot` messages were stepped into the core in this
+    /// iteration ([`Driver::may_step`]; more than one only when offers cross), until one is
+    /// installed or the iteration ends; their files are pinned meanwhile
+    /// ([`SnapshotDir::pin`]).
+    pub admitted: Vec<SnapshotInfo>,
     /// Operators waiting for a snapshot (`POST /admin/snapshot`), each with the applied
     /// index when it asked: a snapshot that started earlier does not answer it.
     pub waiters: Vec<(u64, oneshot::Sender<Result<SnapshotInfo>>)>,
@@ -253,7 +254,8 @@ impl Driver {
     /// and with `--snapshots-kept 1` deletes the older file) cannot take it away after the
     /// core has accepted the message: its info is kept here and the file pinned against
     /// retention until it is loaded (or, if the core refused it, until the iteration ends:
-    /// [`Driver::release_refused_offer`]).
+    /// [`Driver::release_refused_offers`]). Every offer stepped in one iteration is held,
+    /// since the core may install the first and refuse a later one.
     pub(super) fn may_step(&mut self, message: &Message) -> bool {
         match &message.body {
             Body::Snapshot { meta } => {
@@ -270,19 +272,19 @@ impl Driver {
                     // A newer transfer replaced and pruned it just now; its own offer follows.
                     return false;
                 }
-                self.snapshots.admitted = Some(info);
+                self.snapshots.admitted.push(info);
                 true
             }
             _ => true,
         }
     }
 
-    /// Lets go of a snapshot offer admitted in this iteration that the core did not install
-    /// (it refused it): one it accepted was installed by the end of the iteration, when the
-    /// driver has handled every `Ready`.
-    pub(super) fn release_refused_offer(&mut self) {
-        if self.snapshots.admitted.take().is_some() {
-            self.parts.snapshot_dir.unpin();
+    /// Lets go of the snapshot offers admitted in this iteration that the core did not
+    /// install (it refused them): one it accepted was installed by the end of the
+    /// iteration, when the driver has handled every `Ready`.
+    pub(super) fn release_refused_offers(&mut self) {
+        for offer in self.snapshots.admitted.drain(..) {
+            self.parts.snapshot_dir.unpin(&offer.path);
         }
     }
 
@@ -294,7 +296,7 @@ impl Driver {
                 Error::Unavailable(format!("snapshot {} to install is not on disk", meta.index))
             })?;
         let loaded = super::driver::blocking(|| super::recover::load_store(&info));
-        self.parts.snapshot_dir.unpin();
+        self.parts.snapshot_dir.unpin(&info.path);
         *self.parts.store.write().expect("store lock poisoned") = loaded?;
         self.parts.storage.submit(Job::Reset {
             index: meta.index,
@@ -318,9 +320,12 @@ fn may_install(message_term: Term, current_term: Term) -> bool {
     message_term >= current_term
 }
 
-/// The admitted snapshot, if it is the one `meta` names.
-fn take_admitted(admitted: &mut Option<SnapshotInfo>, meta: &SnapshotMeta) -> Option<SnapshotInfo> {
-    admitted.take_if(|info| info.meta.index == meta.index && info.meta.term == meta.term)
+/// The admitted snapshot `meta` names, if there is one.
+fn take_admitted(admitted: &mut Vec<SnapshotInfo>, meta: &SnapshotMeta) -> Option<SnapshotInfo> {
+    let position = admitted
+        .iter()
+        .position(|info| info.meta.index == meta.index && info.meta.term == meta.term)?;
+    Some(admitted.swap_remove(position))
 }
 
 /// Whether a snapshot just taken replaces `latest` as the one the node serves: not if a
@@ -409,11 +414,12 @@ mod tests {
         );
     }
 
-    /// The admitted snapshot is installed only as the snapshot it is; another (a newer
-    /// index, or the same index of another term) leaves it held.
+    /// An admitted snapshot is installed only as the snapshot it is; another (a newer
+    /// index, or the same index of another term) leaves it held, and of two offers that
+    /// crossed in one iteration the one the core installs is found.
     #[test]
     fn only_the_snapshot_admitted_is_taken_for_install() {
-        let mut admitted = Some(info(7));
+        let mut admitted = vec![info(7)];
         let other_term = SnapshotMeta {
             term: 2,
             ..info(7).meta
@@ -427,7 +433,17 @@ mod tests {
                 .index,
             7
         );
-        assert!(admitted.is_none(), "taken once");
+        assert!(admitted.is_empty(), "taken once");
         assert!(take_admitted(&mut admitted, &info(7).meta).is_none());
+        // The core installed the first of two offers and refused the second (not newer).
+        let mut crossed = vec![info(9), info(8)];
+        assert_eq!(
+            take_admitted(&mut crossed, &info(9).meta)
+                .unwrap()
+                .meta
+                .index,
+            9
+        );
+        assert_eq!(crossed.len(), 1, "the refused one is left for release");
     }
 }

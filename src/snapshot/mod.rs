@@ -94,7 +94,8 @@
 //!    if the rename reached the disk, the complete new file (its data was synced in step
 //!    3): never a partial file under a snapshot name.
 //! 6. Retention: rename snapshot files beyond the newest `kept` (by index), oldest first,
-//!    never the one just written, to temporary names and fsync the directory (from here
+//!    never the one just written nor one pinned ([`SnapshotDir::pin`]: received, accepted
+//!    by the raft core, not yet loaded), to temporary names and fsync the directory (from here
 //!    on they are gone: a crash leaves `.tmp` files, deleted on open); then delete them a
 //!    few MiB at a time ([`crate::wal::fs::remove_gradually`]: unlinking a large file in
 //!    one go stalls the WAL's fdatasyncs on the same file system) and fsync the directory.
@@ -272,8 +273,8 @@ struct Shared {
     /// Serialises rename + directory fsync + retention, so two commits never prune each
     /// other's files concurrently.
     commit: Mutex<()>,
-    /// A file retention must not delete (see [`SnapshotDir::pin`]).
-    pinned: Mutex<Option<PathBuf>>,
+    /// Files retention must not delete (see [`SnapshotDir::pin`]).
+    pinned: Mutex<Vec<PathBuf>>,
 }
 
 impl SnapshotDir {
@@ -303,7 +304,7 @@ impl SnapshotDir {
             kept,
             file_system,
             commit: Mutex::new(()),
-            pinned: Mutex::new(None),
+            pinned: Mutex::new(Vec::new()),
         };
         shared.remove_temporary_files()?;
         Ok(SnapshotDir {
@@ -316,27 +317,27 @@ impl SnapshotDir {
         &self.shared.dir
     }
 
-    /// Holds `path` back from retention until [`SnapshotDir::unpin`] (or another pin, which
-    /// replaces it): a snapshot received from the leader and accepted by the raft core but
-    /// not yet loaded, which a newer transfer committing in between would otherwise delete
-    /// when only one snapshot is kept. Returns whether the file is still there once pinned.
+    /// Holds `path` back from retention until [`SnapshotDir::unpin`]: a snapshot received
+    /// from the leader and accepted by the raft core but not yet loaded, which a newer
+    /// transfer committing in between would otherwise delete when only one snapshot is
+    /// kept. Returns whether the file was there to pin.
     pub fn pin(&self, path: &Path) -> bool {
-        *self
-            .shared
-            .pinned
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = Some(path.to_path_buf());
-        // Retention may have taken it just before the pin: then it is gone for good.
-        path.exists()
+        // Retention holds this lock from reading the pins until its renames are done: so
+        // either it sees this pin, or the file is already gone (and stays unpinned).
+        let mut pinned = self.shared.pinned();
+        if !path.exists() {
+            return false;
+        }
+        pinned.push(path.to_path_buf());
+        true
     }
 
-    /// Lets retention delete the pinned file again.
-    pub fn unpin(&self) {
-        *self
-            .shared
-            .pinned
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = None;
+    /// Takes back one [`SnapshotDir::pin`] of `path`.
+    pub fn unpin(&self, path: &Path) {
+        let mut pinned = self.shared.pinned();
+        if let Some(position) = pinned.iter().position(|held| held == path) {
+            pinned.swap_remove(position);
+        }
     }
 
     /// Streams `entries` (key, value, revision), in strictly increasing key order, into a
@@ -432,14 +433,17 @@ impl Shared {
         Ok(path)
     }
 
+    fn pinned(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.pinned
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     /// Deletes snapshot files beyond the newest `kept`, oldest first, never `keep` or the
     /// pinned file, then fsyncs the directory.
     fn retain(&self, keep: &Path) -> Result<()> {
-        let pinned = self
-            .pinned
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .clone();
+        // Held until the doomed files are renamed away (see `SnapshotDir::pin`).
+        let pinned = self.pinned();
         let mut snapshots: Vec<(Index, Term, String)> = self
             .list_names()?
             .into_iter()
@@ -456,7 +460,7 @@ impl Shared {
         let mut doomed = Vec::new();
         for (_, _, name) in snapshots.iter().take(excess) {
             let path = self.dir.join(name);
-            if path == keep || pinned.as_ref() == Some(&path) {
+            if path == keep || pinned.contains(&path) {
                 continue;
             }
             let temporary = write::temporary_path(&self.dir, name);
@@ -466,6 +470,7 @@ impl Shared {
                 Err(error) => return Err(Error::io("rename", &path, error)),
             }
         }
+        drop(pinned);
         if doomed.is_empty() {
             return Ok(());
         }

@@ -123,7 +123,12 @@ fn a_pinned_snapshot_outlives_retention_until_unpinned() {
     assert_eq!(valid_indexes(&dir), vec![20, 10]);
     let (_, loaded) = load_all(&accepted.path).unwrap();
     assert_eq!(loaded, entries(10, 1));
-    dir.unpin();
+    // Pins count: two offers of the same file, one taken back, still hold it.
+    assert!(dir.pin(&accepted.path));
+    dir.unpin(&accepted.path);
+    write(&dir, 25, &entries(10, 2)).unwrap();
+    assert_eq!(valid_indexes(&dir), vec![25, 10]);
+    dir.unpin(&accepted.path);
     write(&dir, 30, &entries(10, 3)).unwrap();
     assert_eq!(valid_indexes(&dir), vec![30]);
     assert!(!dir.pin(&accepted.path), "a pruned file cannot be pinned");
