@@ -113,9 +113,7 @@ impl Driver {
         if let Err(error) = &result {
             // Writes applied earlier in the failed iteration did commit: their answers are
             // true, and a client should not be told "outcome unknown" for them.
-            for (reply, outcome) in self.replies.drain(..) {
-                let _ = reply.send(outcome);
-            }
+            self.send_replies();
             self.publish_failure(error);
         }
         // From here on a request fails at once (its queue is closed) rather than waiting
@@ -301,6 +299,10 @@ impl Driver {
     /// store lock so woken readers do not wait on it.
     fn answer(&mut self) {
         self.publish_status();
+        self.send_replies();
+    }
+
+    fn send_replies(&mut self) {
         for (reply, result) in self.replies.drain(..) {
             let _ = reply.send(result);
         }

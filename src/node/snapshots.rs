@@ -34,7 +34,7 @@ use super::driver::Driver;
 use super::storage::Job;
 use crate::error::{Error, Result};
 use crate::raft::{Body, Message, SnapshotMeta, Term};
-use crate::snapshot::{SnapshotDir, SnapshotInfo};
+use crate::snapshot::{Pin, SnapshotDir, SnapshotInfo};
 use crate::store::Map;
 
 /// Log entries kept behind a snapshot when compacting, by default (see the module doc).
@@ -85,7 +85,7 @@ pub(super) struct SnapshotState {
     /// iteration ([`Driver::may_step`]; more than one only when offers cross), until one is
     /// installed or the iteration ends; their files are pinned meanwhile
     /// ([`SnapshotDir::pin`]).
-    pub admitted: Vec<SnapshotInfo>,
+    pub admitted: Vec<(SnapshotInfo, Pin)>,
     /// Operators waiting for a snapshot (`POST /admin/snapshot`), each with the applied
     /// index when it asked: a snapshot that started earlier does not answer it.
     pub waiters: Vec<(u64, oneshot::Sender<Result<SnapshotInfo>>)>,
@@ -268,12 +268,18 @@ impl Driver {
                 else {
                     return false;
                 };
-                if !self.parts.snapshot_dir.pin(&info.path) {
+                match self.parts.snapshot_dir.pin(&info.path) {
+                    Ok(Some(pin)) => {
+                        self.snapshots.admitted.push((info, pin));
+                        true
+                    }
                     // A newer transfer replaced and pruned it just now; its own offer follows.
-                    return false;
+                    Ok(None) => false,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot hold a received snapshot; offer refused");
+                        false
+                    }
                 }
-                self.snapshots.admitted.push(info);
-                true
             }
             _ => true,
         }
@@ -283,21 +289,18 @@ impl Driver {
     /// install (it refused them): one it accepted was installed by the end of the
     /// iteration, when the driver has handled every `Ready`.
     pub(super) fn release_refused_offers(&mut self) {
-        for offer in self.snapshots.admitted.drain(..) {
-            self.parts.snapshot_dir.unpin(&offer.path);
-        }
+        self.snapshots.admitted.clear();
     }
 
     /// Installs a snapshot the core accepted: a fresh store from the file, then the WAL reset.
     pub(super) fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<()> {
-        let info = take_admitted(&mut self.snapshots.admitted, meta)
-            .or_else(|| self.parts.snapshot_receiver.received(meta.index, meta.term))
-            .ok_or_else(|| {
-                Error::Unavailable(format!("snapshot {} to install is not on disk", meta.index))
-            })?;
-        let loaded = super::driver::blocking(|| super::recover::load_store(&info));
-        self.parts.snapshot_dir.unpin(&info.path);
-        *self.parts.store.write().expect("store lock poisoned") = loaded?;
+        // Every offer the core may install was admitted in this iteration (`may_step`).
+        let (info, pin) = take_admitted(&mut self.snapshots.admitted, meta).ok_or_else(|| {
+            Error::Unavailable(format!("snapshot {} to install is not on disk", meta.index))
+        })?;
+        let store = super::driver::blocking(|| super::recover::load_store(&info))?;
+        drop(pin);
+        *self.parts.store.write().expect("store lock poisoned") = store;
         self.parts.storage.submit(Job::Reset {
             index: meta.index,
             term: meta.term,
@@ -320,11 +323,14 @@ fn may_install(message_term: Term, current_term: Term) -> bool {
     message_term >= current_term
 }
 
-/// The admitted snapshot `meta` names, if there is one.
-fn take_admitted(admitted: &mut Vec<SnapshotInfo>, meta: &SnapshotMeta) -> Option<SnapshotInfo> {
+/// The admitted snapshot `meta` names (with what holds its file), if there is one.
+fn take_admitted<T>(
+    admitted: &mut Vec<(SnapshotInfo, T)>,
+    meta: &SnapshotMeta,
+) -> Option<(SnapshotInfo, T)> {
     let position = admitted
         .iter()
-        .position(|info| info.meta.index == meta.index && info.meta.term == meta.term)?;
+        .position(|(info, _)| info.meta.index == meta.index && info.meta.term == meta.term)?;
     Some(admitted.swap_remove(position))
 }
 
@@ -419,7 +425,7 @@ mod tests {
     /// crossed in one iteration the one the core installs is found.
     #[test]
     fn only_the_snapshot_admitted_is_taken_for_install() {
-        let mut admitted = vec![info(7)];
+        let mut admitted = vec![(info(7), ())];
         let other_term = SnapshotMeta {
             term: 2,
             ..info(7).meta
@@ -429,6 +435,7 @@ mod tests {
         assert_eq!(
             take_admitted(&mut admitted, &info(7).meta)
                 .unwrap()
+                .0
                 .meta
                 .index,
             7
@@ -436,10 +443,11 @@ mod tests {
         assert!(admitted.is_empty(), "taken once");
         assert!(take_admitted(&mut admitted, &info(7).meta).is_none());
         // The core installed the first of two offers and refused the second (not newer).
-        let mut crossed = vec![info(9), info(8)];
+        let mut crossed = vec![(info(9), ()), (info(8), ())];
         assert_eq!(
             take_admitted(&mut crossed, &info(9).meta)
                 .unwrap()
+                .0
                 .meta
                 .index,
             9

@@ -257,6 +257,22 @@ pub struct Chunk {
     pub crc: u32,
 }
 
+/// A snapshot file held back from retention ([`SnapshotDir::pin`]) until this is dropped.
+#[derive(Debug)]
+pub struct Pin {
+    shared: Arc<Shared>,
+    path: PathBuf,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pinned = self.shared.pinned();
+        if let Some(position) = pinned.iter().position(|held| *held == self.path) {
+            pinned.swap_remove(position);
+        }
+    }
+}
+
 /// The snapshot directory: writes, lists, prunes and receives snapshot files. Cheap to
 /// clone (shared state); usable from several threads.
 #[derive(Clone, Debug)]
@@ -317,27 +333,25 @@ impl SnapshotDir {
         &self.shared.dir
     }
 
-    /// Holds `path` back from retention until [`SnapshotDir::unpin`]: a snapshot received
-    /// from the leader and accepted by the raft core but not yet loaded, which a newer
-    /// transfer committing in between would otherwise delete when only one snapshot is
-    /// kept. Returns whether the file was there to pin.
-    pub fn pin(&self, path: &Path) -> bool {
+    /// Holds `path` back from retention for as long as the returned [`Pin`] lives: a
+    /// snapshot received from the leader and accepted by the raft core but not yet loaded,
+    /// which a newer transfer committing in between would otherwise delete when only one
+    /// snapshot is kept. `None` if the file is gone.
+    pub fn pin(&self, path: &Path) -> Result<Option<Pin>> {
         // Retention holds this lock from reading the pins until its renames are done: so
         // either it sees this pin, or the file is already gone (and stays unpinned).
         let mut pinned = self.shared.pinned();
-        if !path.exists() {
-            return false;
+        let exists = path
+            .try_exists()
+            .map_err(|error| Error::io("stat", path, error))?;
+        if !exists {
+            return Ok(None);
         }
         pinned.push(path.to_path_buf());
-        true
-    }
-
-    /// Takes back one [`SnapshotDir::pin`] of `path`.
-    pub fn unpin(&self, path: &Path) {
-        let mut pinned = self.shared.pinned();
-        if let Some(position) = pinned.iter().position(|held| held == path) {
-            pinned.swap_remove(position);
-        }
+        Ok(Some(Pin {
+            shared: self.shared.clone(),
+            path: path.to_path_buf(),
+        }))
     }
 
     /// Streams `entries` (key, value, revision), in strictly increasing key order, into a

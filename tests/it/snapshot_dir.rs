@@ -117,21 +117,25 @@ fn a_pinned_snapshot_outlives_retention_until_unpinned() {
     let temp = tempfile::tempdir().unwrap();
     let dir = SnapshotDir::open(temp.path(), 1).unwrap();
     let accepted = write(&dir, 10, &entries(10, 1)).unwrap();
-    assert!(dir.pin(&accepted.path), "the file is there");
+    let pin = dir.pin(&accepted.path).unwrap().expect("the file is there");
     // A newer snapshot commits while the accepted one waits to be loaded.
     write(&dir, 20, &entries(10, 2)).unwrap();
     assert_eq!(valid_indexes(&dir), vec![20, 10]);
     let (_, loaded) = load_all(&accepted.path).unwrap();
     assert_eq!(loaded, entries(10, 1));
-    // Pins count: two offers of the same file, one taken back, still hold it.
-    assert!(dir.pin(&accepted.path));
-    dir.unpin(&accepted.path);
+    // Pins count: two offers of the same file, one let go, still hold it.
+    let second = dir.pin(&accepted.path).unwrap();
+    assert!(second.is_some());
+    drop(second);
     write(&dir, 25, &entries(10, 2)).unwrap();
     assert_eq!(valid_indexes(&dir), vec![25, 10]);
-    dir.unpin(&accepted.path);
+    drop(pin);
     write(&dir, 30, &entries(10, 3)).unwrap();
     assert_eq!(valid_indexes(&dir), vec![30]);
-    assert!(!dir.pin(&accepted.path), "a pruned file cannot be pinned");
+    assert!(
+        dir.pin(&accepted.path).unwrap().is_none(),
+        "a pruned file cannot be pinned"
+    );
     // A pin of a file that is gone holds nothing back.
     write(&dir, 40, &entries(10, 4)).unwrap();
     assert_eq!(valid_indexes(&dir), vec![40]);
