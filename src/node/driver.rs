@@ -473,11 +473,7 @@ impl Driver {
             (store.state_hash(), store.len())
         };
         let wal_bytes = self.parts.storage.wal_bytes();
-        let snapshot_index = self
-            .snapshots
-            .latest
-            .as_ref()
-            .map_or(0, |info| info.meta.index);
+        let snapshot_index = self.snapshots.latest_index();
         self.parts.status.send_replace(NodeStatus {
             raft,
             state_hash,

@@ -287,7 +287,9 @@ impl Node {
             tick: config.tick,
         };
         let snapshots = snapshots::SnapshotState {
-            latest: rebuilt.snapshot,
+            latest: rebuilt
+                .snapshot
+                .and_then(|info| snapshots::Latest::pinned(&parts.snapshot_dir, info)),
             ..Default::default()
         };
         let driver = tokio::spawn(driver::Driver::new(parts, snapshots).run());

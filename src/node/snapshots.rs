@@ -26,6 +26,14 @@
 //! load the file is pinned in the snapshot directory, so that a newer transfer committing
 //! in between cannot prune it (with `--snapshots-kept 1` it otherwise would, and the load
 //! would fail and stop the node).
+//!
+//! The snapshot a node offers to lagging followers ([`SnapshotState::latest`], the newest it
+//! took or installed) stays pinned for as long as it is the one offered. Otherwise a
+//! transfer that completed but that the core then refused (a follower that caught up from
+//! the log meanwhile) would, with `--snapshots-kept 1`, prune it as the newer file, and
+//! were the node to lead, every offer would fail on a missing file until its next snapshot.
+//! The price: a replaced snapshot's file stays until the next retention, so the directory
+//! may hold one file more than `--snapshots-kept` for a while.
 
 use tokio::sync::oneshot;
 
@@ -72,11 +80,37 @@ impl Default for SnapshotPolicy {
     }
 }
 
+/// The snapshot a node offers to lagging followers, with the pin that keeps retention
+/// from deleting its file while it is (see the module doc).
+pub(super) struct Latest {
+    pub info: SnapshotInfo,
+    _pin: Pin,
+}
+
+impl Latest {
+    /// Pins `info`'s file; `None` (logged) if it is gone or cannot be looked at, so that
+    /// the node never offers a file it does not have.
+    pub fn pinned(dir: &SnapshotDir, info: SnapshotInfo) -> Option<Latest> {
+        match dir.pin(&info.path) {
+            Ok(Some(pin)) => Some(Latest { info, _pin: pin }),
+            Ok(None) => {
+                tracing::warn!(file = %info.path.display(), "the snapshot file is gone; not offering it");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot hold the snapshot file; not offering it");
+                None
+            }
+        }
+    }
+}
+
 /// The driver's snapshot bookkeeping.
 #[derive(Default)]
 pub(super) struct SnapshotState {
-    /// The newest durable snapshot (taken or installed).
-    pub latest: Option<SnapshotInfo>,
+    /// The newest durable snapshot (taken or installed), the one offered to lagging
+    /// followers; its file pinned.
+    pub latest: Option<Latest>,
     /// Command bytes applied since the last snapshot was started.
     pub bytes_since: u64,
     /// A snapshot is being written in the background.
@@ -92,8 +126,14 @@ pub(super) struct SnapshotState {
 }
 
 impl SnapshotState {
-    fn latest_index(&self) -> u64 {
-        self.latest.as_ref().map_or(0, |info| info.meta.index)
+    pub fn latest_index(&self) -> u64 {
+        self.latest
+            .as_ref()
+            .map_or(0, |latest| latest.info.meta.index)
+    }
+
+    fn latest_info(&self) -> Option<&SnapshotInfo> {
+        self.latest.as_ref().map(|latest| &latest.info)
     }
 }
 
@@ -107,7 +147,7 @@ impl Driver {
             || state.bytes_since >= self.parts.snapshot_policy.bytes;
         if state.running || since == 0 || !(due || forced) {
             if forced && !state.running && since == 0 {
-                self.answer_snapshot_waiters(state.latest.clone().ok_or_else(|| {
+                self.answer_snapshot_waiters(state.latest_info().cloned().ok_or_else(|| {
                     Error::Unavailable("nothing applied yet: no snapshot to take".into())
                 }));
             }
@@ -163,8 +203,12 @@ impl Driver {
         // A snapshot installed from the leader while this one was being written is newer:
         // it stays the one offered to lagging followers (the raft core's log starts after
         // it, so an offer of this older one would never let a follower catch up).
-        if supersedes(self.snapshots.latest.as_ref(), &info) {
-            self.snapshots.latest = Some(info.clone());
+        if supersedes(self.snapshots.latest_info(), &info) {
+            // A file pruned meanwhile (a newer transfer, refused by the core) keeps the
+            // previous one offered.
+            if let Some(latest) = Latest::pinned(&self.parts.snapshot_dir, info.clone()) {
+                self.snapshots.latest = Some(latest);
+            }
         } else {
             tracing::info!(
                 index = info.meta.index,
@@ -235,7 +279,7 @@ impl Driver {
                 .into_iter()
                 .partition(|message| matches!(message.body, Body::Snapshot { .. }));
             for offer in offers {
-                match &self.snapshots.latest {
+                match self.snapshots.latest_info() {
                     Some(info) => self.parts.peers.stream_snapshot(offer, info.clone()),
                     None => tracing::error!(
                         to = %offer.to,
@@ -299,7 +343,6 @@ impl Driver {
             Error::Unavailable(format!("snapshot {} to install is not on disk", meta.index))
         })?;
         let store = super::driver::blocking(|| super::recover::load_store(&info))?;
-        drop(pin);
         *self.parts.store.write().expect("store lock poisoned") = store;
         self.parts.storage.submit(Job::Reset {
             index: meta.index,
@@ -310,7 +353,8 @@ impl Driver {
             keys = info.key_count,
             "installed snapshot from the leader"
         );
-        self.snapshots.latest = Some(info);
+        // Its pin now holds it as the one offered; the previous one's is let go.
+        self.snapshots.latest = Some(Latest { info, _pin: pin });
         self.snapshots.bytes_since = 0;
         Ok(())
     }
@@ -397,6 +441,36 @@ mod tests {
             file_bytes: 0,
             key_count: 0,
         }
+    }
+
+    /// With one snapshot kept, the one offered to lagging followers outlives the retention
+    /// of a newer file (a transfer the core refused) until another takes its place, and a
+    /// file already pruned is never offered.
+    #[test]
+    fn the_offered_snapshot_is_kept_until_another_replaces_it() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(temp.path(), 1).unwrap();
+        let write = |index| {
+            let meta = SnapshotMeta {
+                index,
+                term: 1,
+                voters: Vec::new(),
+            };
+            dir.write(&meta, 0, std::iter::empty()).unwrap()
+        };
+        let mut latest = Latest::pinned(&dir, write(10));
+        let first = latest.as_ref().expect("just written").info.path.clone();
+        let refused = write(20);
+        assert!(first.exists(), "the offered snapshot was pruned");
+        // A snapshot taken later replaces it; the next retention prunes both older files.
+        latest = Latest::pinned(&dir, write(30));
+        let newest = write(40);
+        assert!(!first.exists() && !refused.path.exists());
+        assert!(latest.as_ref().unwrap().info.path.exists() && newest.path.exists());
+        assert!(
+            Latest::pinned(&dir, refused).is_none(),
+            "a pruned file is offered"
+        );
     }
 
     #[test]

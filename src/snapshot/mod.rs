@@ -95,7 +95,8 @@
 //!    3): never a partial file under a snapshot name.
 //! 6. Retention: rename snapshot files beyond the newest `kept` (by index), oldest first,
 //!    never the one just written nor one pinned ([`SnapshotDir::pin`]: received, accepted
-//!    by the raft core, not yet loaded), to temporary names and fsync the directory (from here
+//!    by the raft core, not yet loaded; or the one the node offers to lagging followers), to
+//!    temporary names and fsync the directory (from here
 //!    on they are gone: a crash leaves `.tmp` files, deleted on open); then delete them a
 //!    few MiB at a time ([`crate::wal::fs::remove_gradually`]: unlinking a large file in
 //!    one go stalls the WAL's fdatasyncs on the same file system) and fsync the directory.
@@ -335,8 +336,9 @@ impl SnapshotDir {
 
     /// Holds `path` back from retention for as long as the returned [`Pin`] lives: a
     /// snapshot received from the leader and accepted by the raft core but not yet loaded,
-    /// which a newer transfer committing in between would otherwise delete when only one
-    /// snapshot is kept. `None` if the file is gone.
+    /// or the one the node offers to lagging followers, which a newer transfer committing
+    /// meanwhile would otherwise delete when only one snapshot is kept. `None` if the file
+    /// is gone.
     pub fn pin(&self, path: &Path) -> Result<Option<Pin>> {
         // Retention holds this lock from reading the pins until its renames are done: so
         // either it sees this pin, or the file is already gone (and stays unpinned).
