@@ -65,6 +65,9 @@ struct Cli {
     /// Passed to every node: log entries kept behind a snapshot when compacting.
     #[arg(long)]
     snapshot_catch_up_entries: Option<u64>,
+    /// Passed to every node: snapshot files kept (1 is the tightest retention).
+    #[arg(long)]
+    snapshots_kept: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -122,8 +125,8 @@ fn config(cli: &Cli) -> Result<Config, String> {
     if cli.clients == 0 || cli.keys == 0 {
         return Err("--clients and --keys must be at least 1".into());
     }
-    if cli.snapshot_entries == Some(0) {
-        return Err("--snapshot-entries must be at least 1".into());
+    if cli.snapshot_entries == Some(0) || cli.snapshots_kept == Some(0) {
+        return Err("--snapshot-entries and --snapshots-kept must be at least 1".into());
     }
     let faults = cli
         .faults
@@ -153,6 +156,7 @@ fn config(cli: &Cli) -> Result<Config, String> {
         stale_reads: cli.stale_reads,
         snapshot_entries: cli.snapshot_entries,
         snapshot_catch_up_entries: cli.snapshot_catch_up_entries,
+        snapshots_kept: cli.snapshots_kept,
         clients: cli.clients,
         keys: cli.keys,
         faults,

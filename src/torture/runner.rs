@@ -54,6 +54,9 @@ pub struct Config {
     pub snapshot_entries: Option<u64>,
     /// `kvnode --snapshot-catch-up-entries` (default: the node's own, 5,000).
     pub snapshot_catch_up_entries: Option<u64>,
+    /// `kvnode --snapshots-kept` (default: the node's own, 3): 1 makes every transfer and
+    /// every snapshot taken prune the file before it, the tightest retention there is.
+    pub snapshots_kept: Option<u64>,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
             stale_reads: false,
             snapshot_entries: None,
             snapshot_catch_up_entries: None,
+            snapshots_kept: None,
         }
     }
 }
@@ -242,6 +246,7 @@ pub async fn run(config: &Config) -> Result<Summary, String> {
             "--snapshot-catch-up-entries",
             config.snapshot_catch_up_entries,
         ),
+        ("--snapshots-kept", config.snapshots_kept),
     ];
     for (flag, value) in snapshot_flags {
         if let Some(value) = value {

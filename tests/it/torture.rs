@@ -103,14 +103,16 @@ fn five_nodes_under_kills_pauses_and_partitions() {
     torture(5, &seeds, seconds(20), &ALL);
 }
 
-/// Snapshots every 150 entries with a margin of 20: kills, crashes and partitions leave
-/// followers behind the leader's compacted log, so snapshot transfers and installs, and
-/// restarts from a snapshot, run under the faults too.
+/// Snapshots every 150 entries with a margin of 20, keeping one snapshot file: kills,
+/// crashes and partitions leave followers behind the leader's compacted log, so snapshot
+/// transfers and installs, and restarts from a snapshot, run under the faults too, with
+/// every new file pruning the one before it unless it is held (pinned).
 #[test]
 fn three_nodes_snapshotting_often_under_faults() {
     let summaries = run_all(seeds(&[12]).iter().map(|seed| Config {
         snapshot_entries: Some(150),
         snapshot_catch_up_entries: Some(20),
+        snapshots_kept: Some(1),
         ..Config::new(kvnode(), 3, seed + 3000, seconds(20))
     }));
     let taken: u64 = summaries
