@@ -125,8 +125,11 @@ fn config(cli: &Cli) -> Result<Config, String> {
     if cli.clients == 0 || cli.keys == 0 {
         return Err("--clients and --keys must be at least 1".into());
     }
-    if cli.snapshot_entries == Some(0) || cli.snapshots_kept == Some(0) {
-        return Err("--snapshot-entries and --snapshots-kept must be at least 1".into());
+    if cli.snapshot_entries == Some(0) {
+        return Err("--snapshot-entries must be at least 1".into());
+    }
+    if cli.snapshots_kept == Some(0) {
+        return Err("--snapshots-kept must be at least 1".into());
     }
     let faults = cli
         .faults

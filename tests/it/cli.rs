@@ -186,12 +186,16 @@ fn kvctl_fails_with_one_line_when_nothing_answers() {
 
 #[test]
 fn kvtorture_refuses_bad_flags_with_one_line_and_status_2() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--nodes", "0"], "--nodes 0"),
         (&["--clients", "0"], "--clients and --keys"),
         (
             &["--snapshot-entries", "0"],
             "--snapshot-entries must be at least 1",
+        ),
+        (
+            &["--snapshots-kept", "0"],
+            "--snapshots-kept must be at least 1",
         ),
         (&["--network", "wifi"], "--network"),
     ];
