@@ -289,7 +289,7 @@ impl Node {
         let snapshots = snapshots::SnapshotState {
             latest: rebuilt
                 .snapshot
-                .and_then(|info| snapshots::Latest::pinned(&parts.snapshot_dir, info)),
+                .and_then(|info| snapshots::Held::offered(&parts.snapshot_dir, info)),
             ..Default::default()
         };
         let driver = tokio::spawn(driver::Driver::new(parts, snapshots).run());

@@ -35,6 +35,8 @@
 //! The price: a replaced snapshot's file stays until the next retention, so the directory
 //! may hold one file more than `--snapshots-kept` for a while.
 
+use std::borrow::Borrow;
+
 use tokio::sync::oneshot;
 
 use super::Event;
@@ -80,21 +82,29 @@ impl Default for SnapshotPolicy {
     }
 }
 
-/// The snapshot a node offers to lagging followers, with the pin that keeps retention
-/// from deleting its file while it is (see the module doc).
-pub(super) struct Latest {
+/// A snapshot file held back from retention ([`SnapshotDir::pin`]) for as long as this
+/// lives: an offer the core may install, or the snapshot the node offers to lagging
+/// followers (see the module doc). Installing moves the one from the first role to the
+/// second.
+pub(super) struct Held {
     pub info: SnapshotInfo,
     _pin: Pin,
 }
 
-impl Latest {
-    /// Pins `info`'s file; `None` (logged) if it is gone or cannot be looked at, so that
-    /// the node never offers a file it does not have.
-    pub fn pinned(dir: &SnapshotDir, info: SnapshotInfo) -> Option<Latest> {
-        match dir.pin(&info.path) {
-            Ok(Some(pin)) => Some(Latest { info, _pin: pin }),
+impl Held {
+    /// Pins `info`'s file; `None` if it is gone.
+    fn new(dir: &SnapshotDir, info: SnapshotInfo) -> Result<Option<Held>> {
+        Ok(dir.pin(&info.path)?.map(|pin| Held { info, _pin: pin }))
+    }
+
+    /// [`Held::new`] for the snapshot to offer; `None` (logged) if its file is gone or
+    /// cannot be looked at, so that the node never offers a file it does not have.
+    pub fn offered(dir: &SnapshotDir, info: SnapshotInfo) -> Option<Held> {
+        let path = info.path.clone();
+        match Held::new(dir, info) {
+            Ok(Some(held)) => Some(held),
             Ok(None) => {
-                tracing::warn!(file = %info.path.display(), "the snapshot file is gone; not offering it");
+                tracing::warn!(file = %path.display(), "the snapshot file is gone; not offering it");
                 None
             }
             Err(error) => {
@@ -105,12 +115,18 @@ impl Latest {
     }
 }
 
+impl Borrow<SnapshotInfo> for Held {
+    fn borrow(&self) -> &SnapshotInfo {
+        &self.info
+    }
+}
+
 /// The driver's snapshot bookkeeping.
 #[derive(Default)]
 pub(super) struct SnapshotState {
     /// The newest durable snapshot (taken or installed), the one offered to lagging
     /// followers; its file pinned.
-    pub latest: Option<Latest>,
+    pub latest: Option<Held>,
     /// Command bytes applied since the last snapshot was started.
     pub bytes_since: u64,
     /// A snapshot is being written in the background.
@@ -119,7 +135,7 @@ pub(super) struct SnapshotState {
     /// iteration ([`Driver::may_step`]; more than one only when offers cross), until one is
     /// installed or the iteration ends; their files are pinned meanwhile
     /// ([`SnapshotDir::pin`]).
-    pub admitted: Vec<(SnapshotInfo, Pin)>,
+    pub admitted: Vec<Held>,
     /// Operators waiting for a snapshot (`POST /admin/snapshot`), each with the applied
     /// index when it asked: a snapshot that started earlier does not answer it.
     pub waiters: Vec<(u64, oneshot::Sender<Result<SnapshotInfo>>)>,
@@ -206,7 +222,7 @@ impl Driver {
         if supersedes(self.snapshots.latest_info(), &info) {
             // A file pruned meanwhile (a newer transfer, refused by the core) keeps the
             // previous one offered.
-            if let Some(latest) = Latest::pinned(&self.parts.snapshot_dir, info.clone()) {
+            if let Some(latest) = Held::offered(&self.parts.snapshot_dir, info.clone()) {
                 self.snapshots.latest = Some(latest);
             }
         } else {
@@ -312,9 +328,9 @@ impl Driver {
                 else {
                     return false;
                 };
-                match self.parts.snapshot_dir.pin(&info.path) {
-                    Ok(Some(pin)) => {
-                        self.snapshots.admitted.push((info, pin));
+                match Held::new(&self.parts.snapshot_dir, info) {
+                    Ok(Some(held)) => {
+                        self.snapshots.admitted.push(held);
                         true
                     }
                     // A newer transfer replaced and pruned it just now; its own offer follows.
@@ -339,10 +355,10 @@ impl Driver {
     /// Installs a snapshot the core accepted: a fresh store from the file, then the WAL reset.
     pub(super) fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<()> {
         // Every offer the core may install was admitted in this iteration (`may_step`).
-        let (info, pin) = take_admitted(&mut self.snapshots.admitted, meta).ok_or_else(|| {
+        let held = take_admitted(&mut self.snapshots.admitted, meta).ok_or_else(|| {
             Error::Unavailable(format!("snapshot {} to install is not on disk", meta.index))
         })?;
-        let store = super::driver::blocking(|| super::recover::load_store(&info))?;
+        let store = super::driver::blocking(|| super::recover::load_store(&held.info))?;
         *self.parts.store.write().expect("store lock poisoned") = store;
         self.parts.storage.submit(Job::Reset {
             index: meta.index,
@@ -350,11 +366,11 @@ impl Driver {
         })?;
         tracing::info!(
             index = meta.index,
-            keys = info.key_count,
+            keys = held.info.key_count,
             "installed snapshot from the leader"
         );
-        // Its pin now holds it as the one offered; the previous one's is let go.
-        self.snapshots.latest = Some(Latest { info, _pin: pin });
+        // Held on as the one offered; the previous one is let go.
+        self.snapshots.latest = Some(held);
         self.snapshots.bytes_since = 0;
         Ok(())
     }
@@ -367,14 +383,12 @@ fn may_install(message_term: Term, current_term: Term) -> bool {
     message_term >= current_term
 }
 
-/// The admitted snapshot `meta` names (with what holds its file), if there is one.
-fn take_admitted<T>(
-    admitted: &mut Vec<(SnapshotInfo, T)>,
-    meta: &SnapshotMeta,
-) -> Option<(SnapshotInfo, T)> {
-    let position = admitted
-        .iter()
-        .position(|(info, _)| info.meta.index == meta.index && info.meta.term == meta.term)?;
+/// The admitted snapshot `meta` names, if there is one.
+fn take_admitted<T: Borrow<SnapshotInfo>>(admitted: &mut Vec<T>, meta: &SnapshotMeta) -> Option<T> {
+    let position = admitted.iter().position(|held| {
+        let info: &SnapshotInfo = held.borrow();
+        info.meta.index == meta.index && info.meta.term == meta.term
+    })?;
     Some(admitted.swap_remove(position))
 }
 
@@ -458,17 +472,17 @@ mod tests {
             };
             dir.write(&meta, 0, std::iter::empty()).unwrap()
         };
-        let mut latest = Latest::pinned(&dir, write(10));
+        let mut latest = Held::offered(&dir, write(10));
         let first = latest.as_ref().expect("just written").info.path.clone();
         let refused = write(20);
         assert!(first.exists(), "the offered snapshot was pruned");
         // A snapshot taken later replaces it; the next retention prunes both older files.
-        latest = Latest::pinned(&dir, write(30));
+        latest = Held::offered(&dir, write(30));
         let newest = write(40);
         assert!(!first.exists() && !refused.path.exists());
         assert!(latest.as_ref().unwrap().info.path.exists() && newest.path.exists());
         assert!(
-            Latest::pinned(&dir, refused).is_none(),
+            Held::offered(&dir, refused).is_none(),
             "a pruned file is offered"
         );
     }
@@ -499,7 +513,7 @@ mod tests {
     /// crossed in one iteration the one the core installs is found.
     #[test]
     fn only_the_snapshot_admitted_is_taken_for_install() {
-        let mut admitted = vec![(info(7), ())];
+        let mut admitted = vec![info(7)];
         let other_term = SnapshotMeta {
             term: 2,
             ..info(7).meta
@@ -509,7 +523,6 @@ mod tests {
         assert_eq!(
             take_admitted(&mut admitted, &info(7).meta)
                 .unwrap()
-                .0
                 .meta
                 .index,
             7
@@ -517,11 +530,10 @@ mod tests {
         assert!(admitted.is_empty(), "taken once");
         assert!(take_admitted(&mut admitted, &info(7).meta).is_none());
         // The core installed the first of two offers and refused the second (not newer).
-        let mut crossed = vec![(info(9), ()), (info(8), ())];
+        let mut crossed = vec![info(9), info(8)];
         assert_eq!(
             take_admitted(&mut crossed, &info(9).meta)
                 .unwrap()
-                .0
                 .meta
                 .index,
             9
